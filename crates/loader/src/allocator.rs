@@ -1,0 +1,271 @@
+//! Finds the allocator a process uses and the file offsets of its functions:
+//! the first file in symbol-resolution order (the program, then its
+//! `DT_NEEDED` libraries breadth-first, then the interpreter) that defines
+//! `malloc` — libc, jemalloc, musl's loader, or a static program itself.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{bail, Result};
+use log::debug;
+use memleak_bpf::Kind;
+use memleak_unwind_arch::{parse_proc_maps, ElfFile};
+
+/// A probe point: an allocator function and where to attach.
+#[derive(Debug, Clone)]
+pub struct ProbePoint {
+    pub kind: Kind,
+    pub symbol: String,
+    pub file_offset: u64,
+}
+
+/// The allocator library and its probe points.
+#[derive(Debug)]
+pub struct Allocator {
+    pub path: PathBuf,
+    pub probes: Vec<ProbePoint>,
+}
+
+/// Allocation functions in the order they are preferred when two names share
+/// an address (an alias is probed once).
+const ALLOC_KINDS: [Kind; 9] = [
+    Kind::Malloc,
+    Kind::Calloc,
+    Kind::Realloc,
+    Kind::Reallocarray,
+    Kind::PosixMemalign,
+    Kind::AlignedAlloc,
+    Kind::Memalign,
+    Kind::Valloc,
+    Kind::Pvalloc,
+];
+
+fn multiarch_dirs(machine: u16) -> &'static [&'static str] {
+    match machine {
+        62 => &["x86_64-linux-gnu"],
+        183 => &["aarch64-linux-gnu"],
+        8 => &["mips-linux-gnu", "mipsel-linux-gnu"],
+        _ => &[],
+    }
+}
+
+/// Library search directories, as ld.so would use them for `exe`.
+fn search_dirs(exe: &ElfFile, exe_path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(v) = std::env::var_os("LD_LIBRARY_PATH") {
+        dirs.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
+    }
+    let origin = exe_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    for rp in exe.run_paths() {
+        dirs.push(PathBuf::from(
+            rp.replace("$ORIGIN", &origin.to_string_lossy()),
+        ));
+    }
+    dirs.extend(ld_so_conf(Path::new("/etc/ld.so.conf"), 0));
+    for m in multiarch_dirs(exe.machine()) {
+        dirs.push(PathBuf::from(format!("/lib/{m}")));
+        dirs.push(PathBuf::from(format!("/usr/lib/{m}")));
+    }
+    for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+fn ld_so_conf(path: &Path, depth: u32) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(pattern) = line.strip_prefix("include") {
+            let pattern = pattern.trim();
+            // Only `dir/*.conf`-style patterns are used in practice.
+            let (dir, suffix) = match pattern.rsplit_once("/*") {
+                Some((d, s)) => (d.to_string(), s.to_string()),
+                None => (pattern.to_string(), String::new()),
+            };
+            if depth < 4 {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                files.sort();
+                for f in files
+                    .into_iter()
+                    .filter(|f| f.to_string_lossy().ends_with(&suffix))
+                {
+                    out.extend(ld_so_conf(&f, depth + 1));
+                }
+            }
+        } else if line.starts_with('/') {
+            out.push(PathBuf::from(line));
+        }
+    }
+    out
+}
+
+fn open(path: &Path) -> Option<Rc<ElfFile>> {
+    ElfFile::open(&path.to_string_lossy()).ok().map(Rc::new)
+}
+
+/// Finds `soname` for `exe`: first among the files the process has mapped,
+/// then in the search directories; it must match the program's machine and class.
+fn resolve(
+    soname: &str,
+    exe: &ElfFile,
+    mapped: &[String],
+    dirs: &[PathBuf],
+) -> Option<(PathBuf, Rc<ElfFile>)> {
+    let usable =
+        |f: &ElfFile| f.machine() == exe.machine() && f.address_size() == exe.address_size();
+    if soname.contains('/') {
+        let p = PathBuf::from(soname);
+        return open(&p).filter(|f| usable(f)).map(|f| (p, f));
+    }
+    for m in mapped {
+        if Path::new(m).file_name().is_some_and(|n| n == soname) {
+            if let Some(f) = open(Path::new(m)).filter(|f| usable(f)) {
+                return Some((PathBuf::from(m), f));
+            }
+        }
+    }
+    for d in dirs {
+        let p = d.join(soname);
+        if p.exists() {
+            if let Some(f) = open(&p).filter(|f| usable(f)) {
+                return Some((p, f));
+            }
+        }
+    }
+    None
+}
+
+/// Probe points of the allocator in `lib`, or an error naming what is missing.
+pub fn probe_points(
+    lib: &ElfFile,
+    path: &Path,
+    prefix: &str,
+    mmap: bool,
+) -> Result<Vec<ProbePoint>> {
+    let mut points: Vec<ProbePoint> = Vec::new();
+    let mut kinds: Vec<Kind> = ALLOC_KINDS.to_vec();
+    kinds.push(Kind::Free);
+    if mmap {
+        kinds.extend([Kind::Mmap, Kind::Munmap]);
+    }
+    for kind in kinds {
+        // mmap/munmap are libc's even when the allocator has a prefix.
+        let symbol = if matches!(kind, Kind::Mmap | Kind::Munmap) {
+            kind.name().to_string()
+        } else {
+            format!("{prefix}{}", kind.name())
+        };
+        let Some(svma) = lib.find_function(&symbol) else {
+            if matches!(kind, Kind::Malloc | Kind::Free) {
+                bail!(
+                    "allocator symbol `{symbol}` not found in {} (use -O to name the allocator library, or -S for a symbol prefix such as je_)",
+                    path.display()
+                );
+            }
+            debug!("{} has no `{symbol}`: not probed", path.display());
+            continue;
+        };
+        let Some(file_offset) = lib.svma_to_file_offset(svma) else {
+            bail!(
+                "{}: `{symbol}` at {svma:#x} is outside every loadable segment",
+                path.display()
+            );
+        };
+        if let Some(first) = points.iter().find(|p| p.file_offset == file_offset) {
+            debug!("`{symbol}` is an alias of `{}`: probed once", first.symbol);
+            continue;
+        }
+        points.push(ProbePoint {
+            kind,
+            symbol,
+            file_offset,
+        });
+    }
+    Ok(points)
+}
+
+/// Finds the allocator of the process whose executable is `exe_path`;
+/// `maps` is the text of its `/proc/PID/maps`, when it is running.
+pub fn find(
+    exe_path: &Path,
+    maps: Option<&str>,
+    obj: Option<&Path>,
+    prefix: &str,
+    mmap: bool,
+) -> Result<Allocator> {
+    if let Some(obj) = obj {
+        let lib = ElfFile::open(&obj.to_string_lossy())?;
+        let probes = probe_points(&lib, obj, prefix, mmap)?;
+        return Ok(Allocator {
+            path: obj.to_path_buf(),
+            probes,
+        });
+    }
+    let exe = ElfFile::open(&exe_path.to_string_lossy())?;
+    let mapped: Vec<String> = maps
+        .map(|m| parse_proc_maps(m).into_iter().map(|e| e.path).collect())
+        .unwrap_or_default();
+    let malloc = format!("{prefix}malloc");
+    if exe.find_function(&malloc).is_some() {
+        let probes = probe_points(&exe, exe_path, prefix, mmap)?;
+        return Ok(Allocator {
+            path: exe_path.to_path_buf(),
+            probes,
+        });
+    }
+    let dirs = search_dirs(&exe, exe_path);
+    let mut searched = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue: VecDeque<String> = VecDeque::new();
+    if let Ok(preload) = std::env::var("LD_PRELOAD") {
+        queue.extend(
+            preload
+                .split([' ', ':'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    queue.extend(exe.needed_libraries());
+    while let Some(name) = queue.pop_front() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some((path, lib)) = resolve(&name, &exe, &mapped, &dirs) else {
+            debug!("could not find {name} for {}", exe_path.display());
+            continue;
+        };
+        searched.push(path.display().to_string());
+        if lib.find_function(&malloc).is_some() {
+            let probes = probe_points(&lib, &path, prefix, mmap)?;
+            return Ok(Allocator { path, probes });
+        }
+        queue.extend(lib.needed_libraries());
+    }
+    if let Some(interp) = exe.interpreter() {
+        if let Some((path, lib)) = resolve(&interp, &exe, &mapped, &dirs) {
+            searched.push(path.display().to_string());
+            if lib.find_function(&malloc).is_some() {
+                let probes = probe_points(&lib, &path, prefix, mmap)?;
+                return Ok(Allocator { path, probes });
+            }
+        }
+    }
+    if exe.is_static_executable() && !exe.has_symtab() {
+        bail!(
+            "{} is a stripped static executable: its `{malloc}` cannot be found (use an unstripped build, or -O)",
+            exe_path.display()
+        );
+    }
+    searched.insert(0, exe_path.display().to_string());
+    bail!(
+        "allocator symbol `{malloc}` not found in {} (use -O to name the allocator library, or -S for a symbol prefix such as je_)",
+        searched.join(", ")
+    )
+}

@@ -1,0 +1,248 @@
+//! Command-line options, mirroring BCC's and libbpf-tools' memleak where they
+//! make sense.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use memleak_unwind_arch::UnwindMode;
+
+pub const HELP: &str = "\
+memleak: find memory leaks in a running process or a command, with full
+DWARF-unwound, symbolized stacks (also for code built without frame pointers).
+
+USAGE:
+    memleak [OPTIONS] -p PID [INTERVAL [COUNT]]
+    memleak [OPTIONS] [INTERVAL [COUNT]] -- CMD [ARGS...]
+    memleak [OPTIONS] -c 'CMD ARGS' [INTERVAL [COUNT]]
+
+With -p, memleak attaches to a running process, prints the top stacks with
+outstanding allocations every INTERVAL seconds (default 5) and a final
+report on Ctrl-C or when the process exits. With a command, it traces the
+command from its first allocation and prints the final report (what is still
+allocated) when the command exits; INTERVAL adds periodic reports. COUNT
+stops after that many reports.
+
+OPTIONS:
+    -p, --pid PID            Trace the running process PID
+    -c, --command CMD        Run CMD (split on whitespace) under tracing
+    -T, --top N              Stacks to show per report [default: 10]
+    -z, --min-size BYTES     Ignore allocations smaller than BYTES
+    -Z, --max-size BYTES     Ignore allocations larger than BYTES
+    -o, --older MS           Only report allocations older than MS milliseconds
+    -s, --sample-rate N      Trace every Nth allocation (exactly every Nth)
+    -a, --show-allocs        List the individual outstanding allocations
+    -t, --trace              Print every allocation and free on stderr
+    -O, --obj PATH           The allocator library (default: the one the program
+                             resolves malloc to: libc, jemalloc, or the program)
+    -S, --symbol-prefix P    Allocator symbol prefix, e.g. je_ for je_malloc
+        --mmap               Also track mmap/munmap, as a separate category
+        --format FORMAT      text or json (one JSON object per report, on stdout)
+        --stack-bytes N      User stack bytes copied per allocation [default: 8192]
+        --max-frames N       Deepest stack unwound [default: 64]
+        --unwind MODE        auto (CFI, then frame pointers), cfi, or fp (frame
+                             pointers only, as BCC) [default: auto]
+        --ringbuf-mb N       Ring buffer size in MiB [default: 16]
+    -v, --verbose            More logging on stderr (-v info, -vv debug,
+                             -vvv trace); RUST_LOG overrides
+    -h, --help               Print this help
+    -V, --version            Print the version
+
+Lost events (ring buffer full, unpaired calls) and truncated stacks are always
+counted and printed with each report.
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Pid(i32),
+    Command(Vec<OsString>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    pub interval: Option<u64>,
+    pub count: Option<u64>,
+    pub top: usize,
+    pub min_size: u64,
+    pub max_size: u64,
+    pub older_ms: u64,
+    pub sample_rate: u32,
+    pub show_allocs: bool,
+    pub trace: bool,
+    pub obj: Option<PathBuf>,
+    pub symbol_prefix: String,
+    pub mmap: bool,
+    pub format: Format,
+    pub stack_bytes: u32,
+    pub max_frames: usize,
+    pub unwind: UnwindMode,
+    pub ringbuf_mb: u32,
+    pub verbose: u8,
+}
+
+pub enum Parsed {
+    Run(Options),
+    Help,
+    Version,
+}
+
+fn number<T: std::str::FromStr>(v: OsString, what: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = v.to_string_lossy().into_owned();
+    s.parse::<T>()
+        .map_err(|e| anyhow::anyhow!("invalid {what} `{s}`: {e}"))
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
+    use lexopt::prelude::*;
+    // Everything after the first `--` is the command, options included.
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let after_dashes = args.iter().position(|a| a == "--").map(|i| {
+        let rest = args.split_off(i);
+        rest[1..].to_vec()
+    });
+    let mut p = lexopt::Parser::from_iter(args);
+    let mut pid = None;
+    let mut command: Option<Vec<OsString>> = None;
+    let mut positional: Vec<u64> = Vec::new();
+    let mut o = Options {
+        target: Target::Pid(0),
+        interval: None,
+        count: None,
+        top: 10,
+        min_size: 0,
+        max_size: u64::MAX,
+        older_ms: 0,
+        sample_rate: 1,
+        show_allocs: false,
+        trace: false,
+        obj: None,
+        symbol_prefix: String::new(),
+        mmap: false,
+        format: Format::Text,
+        stack_bytes: 8192,
+        max_frames: 64,
+        unwind: UnwindMode::Auto,
+        ringbuf_mb: 16,
+        verbose: 0,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Short('p') | Long("pid") => {
+                let v: i64 = number(p.value()?, "PID")?;
+                if v <= 0 || v > i64::from(i32::MAX) {
+                    bail!("invalid PID `{v}`");
+                }
+                pid = Some(v as i32);
+            }
+            Short('c') | Long("command") => {
+                let v = p.value()?.to_string_lossy().into_owned();
+                let words: Vec<OsString> = v.split_whitespace().map(OsString::from).collect();
+                if words.is_empty() {
+                    bail!("-c needs a command");
+                }
+                command = Some(words);
+            }
+            Short('T') | Long("top") => o.top = number(p.value()?, "--top")?,
+            Short('z') | Long("min-size") => o.min_size = number(p.value()?, "--min-size")?,
+            Short('Z') | Long("max-size") => o.max_size = number(p.value()?, "--max-size")?,
+            Short('o') | Long("older") => o.older_ms = number(p.value()?, "--older")?,
+            Short('s') | Long("sample-rate") => {
+                o.sample_rate = number(p.value()?, "--sample-rate")?;
+                if o.sample_rate == 0 {
+                    bail!("--sample-rate must be at least 1");
+                }
+            }
+            Short('a') | Long("show-allocs") => o.show_allocs = true,
+            Short('t') | Long("trace") => o.trace = true,
+            Short('O') | Long("obj") => o.obj = Some(PathBuf::from(p.value()?)),
+            Short('S') | Long("symbol-prefix") => {
+                o.symbol_prefix = p.value()?.to_string_lossy().into_owned()
+            }
+            Long("mmap") => o.mmap = true,
+            Long("format") => {
+                o.format = match p.value()?.to_string_lossy().as_ref() {
+                    "text" => Format::Text,
+                    "json" => Format::Json,
+                    other => bail!("invalid --format `{other}`: use text or json"),
+                }
+            }
+            Long("stack-bytes") => {
+                let n: u32 = number(p.value()?, "--stack-bytes")?;
+                if !(64..=memleak_bpf::MAX_STACK_BYTES).contains(&n) {
+                    bail!(
+                        "--stack-bytes must be between 64 and {}",
+                        memleak_bpf::MAX_STACK_BYTES
+                    );
+                }
+                o.stack_bytes = n & !7;
+            }
+            Long("max-frames") => {
+                o.max_frames = number(p.value()?, "--max-frames")?;
+                if !(2..=1024).contains(&o.max_frames) {
+                    bail!("--max-frames must be between 2 and 1024");
+                }
+            }
+            Long("unwind") => {
+                o.unwind = match p.value()?.to_string_lossy().as_ref() {
+                    "auto" => UnwindMode::Auto,
+                    "cfi" => UnwindMode::Cfi,
+                    "fp" => UnwindMode::FramePointer,
+                    other => bail!("invalid --unwind `{other}`: use auto, cfi or fp"),
+                }
+            }
+            Long("ringbuf-mb") => {
+                o.ringbuf_mb = number(p.value()?, "--ringbuf-mb")?;
+                if !(1..=1024).contains(&o.ringbuf_mb) || !o.ringbuf_mb.is_power_of_two() {
+                    bail!("--ringbuf-mb must be a power of two between 1 and 1024");
+                }
+            }
+            Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
+            Value(v) => {
+                if positional.len() >= 2 {
+                    bail!("unexpected argument `{}`", v.to_string_lossy());
+                }
+                positional.push(
+                    number(v, "interval/count")
+                        .context("positional arguments are [INTERVAL [COUNT]]")?,
+                );
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if let Some(rest) = after_dashes {
+        if command.is_some() {
+            bail!("use either -c CMD or -- CMD ARGS, not both");
+        }
+        if rest.is_empty() {
+            bail!("no command after `--`");
+        }
+        command = Some(rest);
+    }
+    o.interval = positional.first().copied();
+    o.count = positional.get(1).copied();
+    if o.interval == Some(0) {
+        bail!("INTERVAL must be at least 1 second");
+    }
+    if o.min_size > o.max_size {
+        bail!("--min-size is larger than --max-size");
+    }
+    o.target = match (pid, command) {
+        (Some(_), Some(_)) => bail!("use either -p PID or a command, not both"),
+        (Some(pid), None) => Target::Pid(pid),
+        (None, Some(cmd)) => Target::Command(cmd),
+        (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS (see --help)"),
+    };
+    Ok(Parsed::Run(o))
+}

@@ -1,0 +1,246 @@
+//! `memleak`: attaches uprobes to the allocator of a process or command,
+//! keeps its outstanding allocations with DWARF-unwound stacks, and prints
+//! the leaking call stacks.
+//!
+//! `main.rs` wires the pieces: [`cli`] parses options, [`allocator`] finds
+//! what to probe, [`probes`] loads and attaches the BPF programs,
+//! [`process`] starts or checks the target, [`tracker`] turns events into
+//! outstanding allocations and [`report`] prints them.
+
+mod allocator;
+mod cli;
+mod probes;
+mod process;
+mod report;
+mod tracker;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::MapCore;
+use log::{info, warn};
+use memleak_unwind_arch::{AnyUnwinder, ElfFile};
+
+use crate::cli::{Options, Parsed, Target};
+use crate::process::ChildState;
+use crate::tracker::Tracker;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(sig, &act) }.context("installing signal handlers")?;
+    }
+    Ok(())
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level)
+        .format_timestamp(None)
+        .target(env_logger::Target::Stderr);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    let _ = b.try_init();
+}
+
+/// Writes a report to stdout; a closed pipe ends the program quietly.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing the report"),
+    }
+}
+
+fn run(opts: Options) -> Result<()> {
+    probes::preflight()?;
+    let (pid, exe, child) = match &opts.target {
+        Target::Pid(pid) => (*pid, process::check_pid(*pid)?, None),
+        Target::Command(cmd) => {
+            let (child, exe) = process::spawn_stopped(cmd)?;
+            (child.as_raw(), exe, Some(child))
+        }
+    };
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok();
+    let alloc = allocator::find(
+        &exe,
+        maps.as_deref(),
+        opts.obj.as_deref(),
+        &opts.symbol_prefix,
+        opts.mmap,
+    )?;
+    let exe_elf = ElfFile::open(&exe.to_string_lossy())?;
+    let unwinder = AnyUnwinder::for_machine(exe_elf.machine(), opts.unwind, opts.max_frames)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: unsupported machine {} (memleak unwinds x86_64)",
+                exe.display(),
+                exe_elf.machine()
+            )
+        })?;
+    let obj = probes::load(&opts)?;
+    let probes = probes::Probes::attach(obj, &alloc, pid)?;
+    install_signal_handlers()?;
+
+    let tracker = RefCell::new(Tracker::new(pid, unwinder, opts.trace));
+    let alloc_name = alloc.path.to_string_lossy();
+    tracker
+        .borrow_mut()
+        .set_realloc_zero_frees(!alloc_name.contains("musl"));
+    tracker.borrow_mut().refresh_modules();
+    let events = probes
+        .obj
+        .maps()
+        .find(|m| m.name() == memleak_bpf::map::EVENTS)
+        .ok_or_else(|| anyhow!("BPF map `events` missing"))?;
+    let mut rb = libbpf_rs::RingBufferBuilder::new();
+    rb.add(&events, |data: &[u8]| {
+        tracker.borrow_mut().handle(data);
+        0
+    })
+    .context("ring buffer")?;
+    let rb = rb.build().context("ring buffer")?;
+
+    match &opts.target {
+        Target::Pid(_) => eprintln!(
+            "Attaching to pid {pid} ({} probes on {}), Ctrl-C to quit.",
+            probes.link_count(),
+            alloc.path.display()
+        ),
+        Target::Command(_) => info!(
+            "tracing {} ({} probes on {})",
+            exe.display(),
+            probes.link_count(),
+            alloc.path.display()
+        ),
+    }
+    if let Some(child) = child {
+        process::resume(child);
+    }
+
+    let interval = match (&opts.target, opts.interval) {
+        (_, Some(s)) => Some(Duration::from_secs(s)),
+        (Target::Pid(_), None) => Some(Duration::from_secs(5)),
+        (Target::Command(_), None) => None,
+    };
+    let mut next_report = interval.map(|i| Instant::now() + i);
+    let mut reports = 0u64;
+    let report = |is_final: bool| -> Result<()> {
+        let t = tracker.borrow();
+        let losses = report::losses(&t, &probes.counters(), probes.prog_misses());
+        if losses.lost_events > 0 {
+            warn!(
+                "{} events lost: the report may be incomplete",
+                losses.lost_events
+            );
+        }
+        emit(&report::render(&t, &opts, &losses, is_final, pid))
+    };
+    loop {
+        if let Err(e) = rb.poll(Duration::from_millis(100)) {
+            if STOP.load(Ordering::SeqCst) {
+                // poll was interrupted by the signal.
+            } else {
+                return Err(anyhow!("reading events: {e:#}"));
+            }
+        }
+        if STOP.load(Ordering::SeqCst) {
+            let _ = rb.consume();
+            info!("interrupted: final report");
+            break;
+        }
+        match child {
+            Some(c) => match process::poll_child(c) {
+                ChildState::Running => {}
+                ChildState::Exiting => {
+                    // Memory is still mapped: drain and look at the maps once more.
+                    let _ = rb.consume();
+                    tracker.borrow_mut().refresh_modules();
+                    process::resume(c);
+                }
+                ChildState::Exited(how) => {
+                    let _ = rb.consume();
+                    tracker.borrow_mut().process_exited();
+                    info!("{} {how}", exe.display());
+                    break;
+                }
+            },
+            None => {
+                if !process::alive(pid) {
+                    let _ = rb.consume();
+                    tracker.borrow_mut().process_exited();
+                    info!("process {pid} exited");
+                    break;
+                }
+            }
+        }
+        if let (Some(at), Some(iv)) = (next_report, interval) {
+            if Instant::now() >= at {
+                let _ = rb.consume();
+                reports += 1;
+                let last = opts.count.is_some_and(|c| reports >= c);
+                report(last)?;
+                if last {
+                    log::debug!("rule cache: {:?}", tracker.borrow().cache_stats());
+                    return Ok(());
+                }
+                next_report = Some(at + iv);
+            }
+        }
+    }
+    log::debug!("rule cache: {:?}", tracker.borrow().cache_stats());
+    report(true)
+}
+
+fn main() -> ExitCode {
+    let parsed = match cli::parse(std::env::args_os()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#} (see memleak --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = match parsed {
+        Parsed::Help => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Version => {
+            println!("memleak {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Run(o) => o,
+    };
+    init_logging(opts.verbose);
+    match run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("error: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Loads the BPF object (no kernel BTF needed), configures it, attaches its
+//! programs to the allocator and reads its counters.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
+use log::{debug, info, warn};
+use memleak_bpf::{map, prog, Config, Counter, Kind};
+
+use crate::allocator::Allocator;
+use crate::cli::Options;
+
+fn libbpf_log(level: PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        PrintLevel::Warn => warn!(target: "libbpf", "{msg}"),
+        PrintLevel::Info => debug!(target: "libbpf", "{msg}"),
+        PrintLevel::Debug => log::trace!(target: "libbpf", "{msg}"),
+    }
+}
+
+/// The errno in a libbpf-rs error, if it carries one.
+pub fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
+    let text = format!("{e:#}");
+    let start = text.rfind("(os error ")? + "(os error ".len();
+    text[start..].split(')').next()?.parse().ok()
+}
+
+/// Plain advice for the errnos users meet at load or attach time.
+fn explain(errno: Option<i32>, what: &str, pid: i32) -> Option<String> {
+    Some(match errno? {
+        libc::EACCES if what.starts_with("loading") => {
+            format!("{what}: the kernel's verifier rejected them (run with -vv to see its log)")
+        }
+        libc::EPERM | libc::EACCES => {
+            format!("{what}: permission denied (run as root, or with CAP_BPF and CAP_PERFMON)")
+        }
+        libc::ENOSYS => format!("{what}: this kernel has no BPF support (CONFIG_BPF_SYSCALL)"),
+        libc::ESRCH => format!("process {pid} exited before memleak could attach"),
+        libc::ENOENT if what.contains("uprobe") => {
+            format!("{what}: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)")
+        }
+        _ => return None,
+    })
+}
+
+fn prog_for(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Malloc => prog::MALLOC,
+        Kind::Calloc => prog::CALLOC,
+        Kind::Realloc => prog::REALLOC,
+        Kind::Reallocarray => prog::REALLOCARRAY,
+        Kind::PosixMemalign => prog::POSIX_MEMALIGN,
+        Kind::AlignedAlloc => prog::ALIGNED_ALLOC,
+        Kind::Memalign => prog::MEMALIGN,
+        Kind::Valloc => prog::VALLOC,
+        Kind::Pvalloc => prog::PVALLOC,
+        Kind::Mmap => prog::MMAP,
+        Kind::Free => prog::FREE,
+        Kind::Munmap => prog::MUNMAP,
+        _ => prog::MALLOC,
+    }
+}
+
+/// The loaded BPF object and its attachments.
+pub struct Probes {
+    pub obj: Object,
+    links: Vec<Link>,
+}
+
+/// Loads the object with `opts` applied. Nothing is attached yet.
+pub fn load(opts: &Options) -> Result<Object> {
+    libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_log)));
+    let mut builder = ObjectBuilder::default();
+    builder.name("memleak").context("naming the BPF object")?;
+    let mut open = builder
+        .open_memory(memleak_bpf::OBJECT)
+        .context("opening the embedded BPF object")?;
+    let cfg = Config {
+        min_size: opts.min_size,
+        max_size: opts.max_size,
+        stack_bytes: opts.stack_bytes,
+        sample_rate: opts.sample_rate,
+    };
+    for mut m in open.maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        if name.ends_with(map::RODATA) {
+            let mut value = m.initial_value().map(<[u8]>::to_vec).unwrap_or_default();
+            let bytes = cfg.to_bytes();
+            if value.len() < bytes.len() {
+                return Err(anyhow!(
+                    "the BPF object's .rodata is {} bytes, expected at least {}",
+                    value.len(),
+                    bytes.len()
+                ));
+            }
+            value[..bytes.len()].copy_from_slice(&bytes);
+            m.set_initial_value(&value)
+                .context("configuring the BPF object")?;
+        } else if name == map::EVENTS {
+            m.set_max_entries(opts.ringbuf_mb << 20)
+                .context("sizing the ring buffer")?;
+        }
+    }
+    if !opts.mmap {
+        for mut p in open.progs_mut() {
+            let name = p.name().to_string_lossy();
+            if name == prog::MMAP || name == prog::MUNMAP {
+                p.set_autoload(false);
+            }
+        }
+    }
+    open.load().map_err(|e| {
+        let errno = errno_of(&e);
+        match explain(errno, "loading BPF programs", 0) {
+            Some(msg) => anyhow!(msg),
+            None => anyhow!("loading BPF programs failed: {e:#}"),
+        }
+    })
+}
+
+impl Probes {
+    /// Attaches entry and return probes to every function of `alloc`, for `pid` only.
+    pub fn attach(obj: Object, alloc: &Allocator, pid: i32) -> Result<Probes> {
+        let mut links = Vec::new();
+        let find = |name: &str| obj.progs_mut().find(|p| p.name() == name);
+        for point in &alloc.probes {
+            let entry = find(prog_for(point.kind))
+                .ok_or_else(|| anyhow!("BPF program {} missing", prog_for(point.kind)))?;
+            let attach = |p: &libbpf_rs::ProgramMut<'_>, ret: bool| -> Result<Link> {
+                p.attach_uprobe(ret, pid, &alloc.path, point.file_offset as usize).map_err(|e| {
+                    let what = format!(
+                        "attaching uprobe to {}:{} (offset {:#x})",
+                        alloc.path.display(),
+                        point.symbol,
+                        point.file_offset
+                    );
+                    match explain(errno_of(&e), &what, pid) {
+                        Some(msg) => anyhow!(msg),
+                        None if errno_of(&e) == Some(libc::EINVAL) => anyhow!(
+                            "{what}: invalid argument (another tool may be probing the same function with a different ref_ctr_offset; see dmesg)"
+                        ),
+                        None => anyhow!("{what}: {e:#}"),
+                    }
+                })
+            };
+            links.push(attach(&entry, false)?);
+            if !matches!(point.kind, Kind::Free | Kind::Munmap) {
+                let ret = find(prog::ALLOC_RETURN)
+                    .ok_or_else(|| anyhow!("BPF program alloc_return missing"))?;
+                links.push(attach(&ret, true)?);
+            }
+            debug!("probing {} at {:#x}", point.symbol, point.file_offset);
+        }
+        info!(
+            "attached {} probes to {} for pid {pid}",
+            links.len(),
+            alloc.path.display()
+        );
+        Ok(Probes { obj, links })
+    }
+
+    /// Number of uprobes attached.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Sum of each per-CPU counter.
+    pub fn counters(&self) -> [u64; Counter::ALL.len()] {
+        let mut out = [0u64; Counter::ALL.len()];
+        let Some(m) = self.obj.maps().find(|m| m.name() == map::COUNTERS) else {
+            return out;
+        };
+        for c in Counter::ALL {
+            let key = (c as u32).to_ne_bytes();
+            if let Ok(Some(per_cpu)) = m.lookup_percpu(&key, MapFlags::ANY) {
+                out[c as usize] = per_cpu
+                    .iter()
+                    .filter_map(|v| {
+                        v.get(..8)
+                            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                    })
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// Runs of our programs the kernel skipped (`recursion_misses`), summed.
+    pub fn prog_misses(&self) -> u64 {
+        let mut total = 0;
+        for p in self.obj.progs() {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            let fd = p.as_fd();
+            use std::os::fd::AsRawFd;
+            // SAFETY: info is a plain struct of the size passed in.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                    fd.as_raw_fd(),
+                    (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 {
+                total += info.recursion_misses;
+            }
+        }
+        total
+    }
+}
+
+/// Checks the kernel and privileges before loading, for clear errors.
+pub fn preflight() -> Result<()> {
+    if !Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists()
+        && !Path::new("/sys/fs/bpf").exists()
+    {
+        return Err(anyhow!(
+            "this kernel has no BPF support (CONFIG_BPF_SYSCALL is not set)"
+        ));
+    }
+    let uprobes = [
+        "/sys/bus/event_source/devices/uprobe/type",
+        "/sys/kernel/tracing/uprobe_events",
+        "/sys/kernel/debug/tracing/uprobe_events",
+    ];
+    if !uprobes.iter().any(|p| Path::new(p).exists()) {
+        return Err(anyhow!(
+            "this kernel has no uprobe support (CONFIG_UPROBE_EVENTS is not set)"
+        ));
+    }
+    // CapEff bits: CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    if let Some(caps) = cap_eff {
+        let has = |bit: u32| caps & (1u64 << bit) != 0;
+        if !(has(21) || (has(38) && has(39))) {
+            return Err(anyhow!(
+                "memleak needs root, or CAP_BPF and CAP_PERFMON (run it with sudo)"
+            ));
+        }
+    }
+    Ok(())
+}

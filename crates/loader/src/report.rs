@@ -1,0 +1,352 @@
+//! Reports: outstanding allocations grouped by stack, largest first, as text
+//! or one JSON object per report.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use memleak_bpf::Counter;
+
+use crate::cli::{Format, Options};
+use crate::tracker::{Alloc, ReportFrame, Tracker};
+
+pub struct StackReport<'a> {
+    pub id: u32,
+    pub category: &'static str,
+    pub bytes: u64,
+    pub allocations: u64,
+    pub oldest_ns: u64,
+    pub frames: &'a [ReportFrame],
+    pub end: &'static str,
+    pub allocs: Vec<(u64, u64, u64)>, // address, size, age ns
+}
+
+/// Every loss counter, by name, and their sum.
+pub struct Losses {
+    pub named: Vec<(&'static str, u64)>,
+    pub lost_events: u64,
+    pub truncated_stacks: u64,
+}
+
+pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
+    let mut named = Vec::new();
+    let mut lost = 0;
+    for c in Counter::ALL {
+        let v = bpf[c as usize];
+        named.push((c.name(), v));
+        if c.is_loss() {
+            lost += v;
+        }
+    }
+    let u = tracker.counts;
+    named.push(("bpf_prog_misses", prog_misses));
+    named.push(("unpaired_returns", u.unpaired_returns));
+    named.push(("bad_records", u.bad_records));
+    named.push(("truncated_stacks", u.truncated_stacks));
+    named.push(("unwind_stopped", u.unwind_stopped));
+    named.push(("stack_copy_faults", u.stack_copy_faults));
+    lost += prog_misses + u.unpaired_returns + u.bad_records;
+    Losses {
+        named,
+        lost_events: lost,
+        truncated_stacks: u.truncated_stacks,
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec passed.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn wall_clock() -> String {
+    // SAFETY: time/localtime_r write only into the structs passed.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+}
+
+fn group<'a>(
+    tracker: &'a Tracker,
+    allocs: impl Iterator<Item = (u64, &'a Alloc)>,
+    category: &'static str,
+    now: u64,
+    older_ns: u64,
+) -> Vec<StackReport<'a>> {
+    let mut by_stack: HashMap<u32, StackReport<'a>> = HashMap::new();
+    for (addr, a) in allocs {
+        let age = now.saturating_sub(a.ts_ns);
+        if age < older_ns {
+            continue;
+        }
+        let s = &tracker.stacks[a.stack as usize];
+        let r = by_stack.entry(a.stack).or_insert_with(|| StackReport {
+            id: s.id,
+            category,
+            bytes: 0,
+            allocations: 0,
+            oldest_ns: 0,
+            frames: &s.frames,
+            end: end_name(s.end),
+            allocs: Vec::new(),
+        });
+        r.bytes += a.size;
+        r.allocations += 1;
+        r.oldest_ns = r.oldest_ns.max(age);
+        r.allocs.push((addr, a.size, age));
+    }
+    let mut v: Vec<StackReport<'a>> = by_stack.into_values().collect();
+    v.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(b.allocations.cmp(&a.allocations))
+            .then(a.id.cmp(&b.id))
+    });
+    for r in &mut v {
+        r.allocs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    }
+    v
+}
+
+fn end_name(end: memleak_unwind_arch::StackEnd) -> &'static str {
+    use memleak_unwind_arch::StackEnd;
+    match end {
+        StackEnd::Outermost => "outermost",
+        StackEnd::Truncated => "truncated",
+        StackEnd::MaxDepth => "max_depth",
+        StackEnd::NoUnwindInfo => "no_unwind_info",
+        StackEnd::Error(_) => "unwind_error",
+    }
+}
+
+fn basename(p: &str) -> &str {
+    Path::new(p)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(p)
+}
+
+fn json_str(out: &mut String, s: Option<&str>) {
+    let Some(s) = s else {
+        out.push_str("null");
+        return;
+    };
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_opt_num(out: &mut String, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// Renders one report.
+pub fn render(
+    tracker: &Tracker,
+    opts: &Options,
+    losses: &Losses,
+    is_final: bool,
+    pid: i32,
+) -> String {
+    let now = monotonic_ns();
+    let older_ns = opts.older_ms.saturating_mul(1_000_000);
+    let heap = group(
+        tracker,
+        tracker.outstanding.iter().map(|(&a, r)| (a, r)),
+        "heap",
+        now,
+        older_ns,
+    );
+    let mmap = group(
+        tracker,
+        tracker.mmaps.iter().map(|(&a, r)| (a, r)),
+        "mmap",
+        now,
+        older_ns,
+    );
+    let total_bytes: u64 = heap.iter().map(|s| s.bytes).sum();
+    let total_allocs: u64 = heap.iter().map(|s| s.allocations).sum();
+    let mmap_bytes: u64 = mmap.iter().map(|s| s.bytes).sum();
+    let mmap_regions: u64 = mmap.iter().map(|s| s.allocations).sum();
+    let mut out = String::new();
+    match opts.format {
+        Format::Json => {
+            let _ = write!(
+                out,
+                "{{\"final\":{is_final},\"pid\":{pid},\"time\":\"{}\",\"arch\":\"{}\",\"outstanding_bytes\":{total_bytes},\"outstanding_allocations\":{total_allocs},\"mmap_bytes\":{mmap_bytes},\"mmap_regions\":{mmap_regions},\"lost_events\":{},\"truncated_stacks\":{},\"losses\":{{",
+                wall_clock(),
+                tracker.arch_name(),
+                losses.lost_events,
+                losses.truncated_stacks
+            );
+            for (i, (name, v)) in losses.named.iter().enumerate() {
+                let _ = write!(out, "{}\"{name}\":{v}", if i > 0 { "," } else { "" });
+            }
+            out.push_str("},\"stacks\":[");
+            let shown = heap.iter().take(opts.top).chain(mmap.iter().take(opts.top));
+            for (i, s) in shown.enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    "{{\"stack_id\":\"{:#x}\",\"category\":\"{}\",\"bytes\":{},\"allocations\":{},\"oldest_ms\":{},\"end\":\"{}\",\"frames\":[",
+                    s.id,
+                    s.category,
+                    s.bytes,
+                    s.allocations,
+                    s.oldest_ns / 1_000_000,
+                    s.end
+                );
+                for (j, f) in s.frames.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{{\"address\":\"{:#x}\",\"function\":", f.address);
+                    json_str(&mut out, f.function.as_deref());
+                    out.push_str(",\"offset\":");
+                    json_opt_num(&mut out, f.offset);
+                    out.push_str(",\"file\":");
+                    json_str(&mut out, f.file.as_deref());
+                    out.push_str(",\"line\":");
+                    json_opt_num(&mut out, f.line.map(u64::from));
+                    out.push_str(",\"module\":");
+                    json_str(&mut out, f.module.as_deref());
+                    let _ = write!(
+                        out,
+                        ",\"method\":\"{}\",\"inlined\":{}}}",
+                        f.method, f.inlined
+                    );
+                }
+                out.push(']');
+                if opts.show_allocs {
+                    out.push_str(",\"allocs\":[");
+                    for (j, (addr, size, age)) in s.allocs.iter().enumerate() {
+                        let _ = write!(
+                            out,
+                            "{}{{\"address\":\"{addr:#x}\",\"size\":{size},\"age_ms\":{}}}",
+                            if j > 0 { "," } else { "" },
+                            age / 1_000_000
+                        );
+                    }
+                    out.push(']');
+                }
+                out.push('}');
+            }
+            out.push_str("]}\n");
+        }
+        Format::Text => {
+            let _ = writeln!(
+                out,
+                "[{}] {}Top {} stacks with outstanding allocations (total {total_bytes} bytes in {total_allocs} allocations):",
+                wall_clock(),
+                if is_final { "Final report. " } else { "" },
+                opts.top.min(heap.len()),
+            );
+            for s in heap.iter().take(opts.top) {
+                text_stack(&mut out, s, "allocations", opts.show_allocs);
+            }
+            if opts.mmap {
+                let _ = writeln!(out, "mmap: {mmap_bytes} bytes in {mmap_regions} regions");
+                for s in mmap.iter().take(opts.top) {
+                    text_stack(&mut out, s, "mmap regions", opts.show_allocs);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "lost events: {}, truncated stacks: {}",
+                losses.lost_events, losses.truncated_stacks
+            );
+            let detail: Vec<String> = losses
+                .named
+                .iter()
+                .filter(|(n, v)| {
+                    *v > 0
+                        && !matches!(
+                            *n,
+                            "nested_calls"
+                                | "sampled_out"
+                                | "size_filtered"
+                                | "truncated_stacks"
+                                | "stack_copy_faults"
+                        )
+                })
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect();
+            if !detail.is_empty() {
+                let _ = writeln!(out, "  ({})", detail.join(", "));
+            }
+        }
+    }
+    out
+}
+
+fn text_stack(out: &mut String, s: &StackReport<'_>, what: &str, show_allocs: bool) {
+    let _ = writeln!(
+        out,
+        "{} bytes in {} {what} from stack {:#x} (oldest {:.1} s)",
+        s.bytes,
+        s.allocations,
+        s.id,
+        s.oldest_ns as f64 / 1e9
+    );
+    for (i, f) in s.frames.iter().enumerate() {
+        let mut line = format!("    #{i} {:#018x} ", f.address);
+        match &f.function {
+            Some(name) => {
+                line.push_str(name);
+                if let Some(off) = f.offset.filter(|&o| o > 0) {
+                    let _ = write!(line, "+{off:#x}");
+                }
+            }
+            None => line.push_str("??"),
+        }
+        if let (Some(file), Some(l)) = (&f.file, f.line) {
+            let _ = write!(line, " ({}:{l})", basename(file));
+        }
+        if let Some(m) = &f.module {
+            let _ = write!(line, " [{}]", basename(m));
+        }
+        if f.inlined {
+            line.push_str(" (inlined)");
+        }
+        let _ = write!(line, " <{}>", f.method);
+        let _ = writeln!(out, "{line}");
+    }
+    if s.end != "outermost" {
+        let _ = writeln!(out, "    (stack walk stopped: {})", s.end.replace('_', " "));
+    }
+    if show_allocs {
+        for (addr, size, age) in &s.allocs {
+            let _ = writeln!(
+                out,
+                "      addr = {addr:#x} size = {size} age = {:.1} s",
+                *age as f64 / 1e9
+            );
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! ELF files as the unwinder and symbolizer use them: load segments (to turn
+//! file offsets into addresses), CFI sections, symbols and DWARF line info.
+//!
+//! Files are mapped once and kept for the life of the process: modules stay
+//! usable after the traced process unmapped them or exited.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gimli::{EndianSlice, RunTimeEndian};
+use log::{debug, warn};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+use crate::error::{ElfError, Result};
+
+pub(crate) type Slice = EndianSlice<'static, RunTimeEndian>;
+
+/// A PT_LOAD segment.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+/// A section's bytes and its address as stated in the file (SVMA).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SectionData {
+    pub data: &'static [u8],
+    pub svma: u64,
+}
+
+/// A function symbol.
+#[derive(Debug, Clone)]
+struct Symbol {
+    svma: u64,
+    size: u64,
+    name: &'static str,
+}
+
+/// One frame of a symbolized address: the function, or a function inlined
+/// into it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SymbolizedFrame {
+    /// Function name, demangled.
+    pub function: Option<String>,
+    /// Offset of the address into the function (outermost frame only, from
+    /// the symbol table).
+    pub offset: Option<u64>,
+    /// Source file as recorded in DWARF.
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// This frame was inlined into the next one.
+    pub inlined: bool,
+}
+
+/// An ELF file, mapped.
+pub struct ElfFile {
+    id: usize,
+    path: String,
+    data: &'static [u8],
+    endian: RunTimeEndian,
+    machine: u16,
+    address_size: u8,
+    segments: Vec<Segment>,
+    pub(crate) eh_frame: Option<SectionData>,
+    pub(crate) eh_frame_hdr: Option<SectionData>,
+    pub(crate) debug_frame: Option<SectionData>,
+    pub(crate) text_svma: u64,
+    pub(crate) got_svma: u64,
+    symbols: Vec<Symbol>,
+    by_name: HashMap<&'static str, u64>,
+    is_static_exec: bool,
+    has_symtab: bool,
+    build_id: Option<Vec<u8>>,
+    debug_path: Option<String>,
+    dwarf: OnceCell<Option<addr2line::Context<Slice>>>,
+    pub(crate) cfi_index: crate::cfi::FdeIndexes,
+}
+
+impl std::fmt::Debug for ElfFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfFile")
+            .field("path", &self.path)
+            .field("machine", &self.machine)
+            .finish()
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+fn malformed(path: &str, reason: impl std::fmt::Display) -> ElfError {
+    ElfError::Malformed {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn map_file(path: &str) -> Result<&'static [u8]> {
+    let io = |source| ElfError::Io {
+        path: path.to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Err(malformed(path, "the file is empty"));
+    }
+    // SAFETY: the mapping is private and read-only; a file truncated under us
+    // would fault, as it would for the dynamic loader itself.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    Ok(Box::leak(Box::new(map)))
+}
+
+impl ElfFile {
+    /// Maps and parses the ELF file at `path`.
+    pub fn open(path: &str) -> Result<ElfFile> {
+        let data = map_file(path)?;
+        Self::parse(path, data)
+    }
+
+    /// Parses an ELF file held in memory for the life of the process.
+    pub fn parse(path: &str, data: &'static [u8]) -> Result<ElfFile> {
+        let file = object::File::parse(data).map_err(|e| malformed(path, e))?;
+        let (segments, eh_frame_phdr, is_static_exec) = match &file {
+            object::File::Elf32(f) => program_headers(f),
+            object::File::Elf64(f) => program_headers(f),
+            _ => return Err(malformed(path, "not an ELF file")),
+        };
+        let machine = match &file {
+            object::File::Elf32(f) => f.elf_header().e_machine(f.endian()).0,
+            object::File::Elf64(f) => f.elf_header().e_machine(f.endian()).0,
+            _ => unreachable!("checked above"),
+        };
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let address_size = if file.is_64() { 8 } else { 4 };
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            let data = s.data().ok()?;
+            // SAFETY of lifetimes: `data` borrows the leaked mapping.
+            (!data.is_empty()).then_some(SectionData {
+                data,
+                svma: s.address(),
+            })
+        };
+        let mut eh_frame_hdr = section(".eh_frame_hdr");
+        let mut eh_frame = section(".eh_frame");
+        if eh_frame_hdr.is_none() {
+            // Without section headers (sstrip'ed files) PT_GNU_EH_FRAME
+            // still locates .eh_frame_hdr, and it locates .eh_frame.
+            if let Some((svma, offset, size)) = eh_frame_phdr {
+                if let Some(d) = data.get(offset as usize..(offset + size) as usize) {
+                    eh_frame_hdr = Some(SectionData { data: d, svma });
+                }
+            }
+        }
+        if eh_frame.is_none() {
+            if let Some(hdr) = eh_frame_hdr {
+                eh_frame = eh_frame_from_hdr(hdr, endian, address_size, &segments, data);
+            }
+        }
+        let debug_frame = section(".debug_frame");
+        let text_svma = file.section_by_name(".text").map_or(0, |s| s.address());
+        let got_svma = file.section_by_name(".got").map_or(0, |s| s.address());
+
+        let mut symbols = Vec::new();
+        let has_symtab = file.symbols().next().is_some();
+        for sym in file.symbols().chain(file.dynamic_symbols()) {
+            if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
+                continue;
+            }
+            let Ok(name) = sym.name() else { continue };
+            if name.is_empty() || sym.address() == 0 {
+                continue;
+            }
+            symbols.push(Symbol {
+                svma: sym.address(),
+                size: sym.size(),
+                name,
+            });
+        }
+        // Every name, for lookups by name (aliases included).
+        let mut by_name: HashMap<&'static str, u64> = HashMap::with_capacity(symbols.len());
+        for s in &symbols {
+            by_name.entry(s.name).or_insert(s.svma);
+        }
+        // One symbol per address for lookups by address: an alias with a
+        // size, then the one with the fewest leading underscores (`malloc`
+        // rather than `__libc_malloc`).
+        let underscores = |n: &str| n.len() - n.trim_start_matches('_').len();
+        symbols.sort_by(|a, b| {
+            a.svma
+                .cmp(&b.svma)
+                .then(b.size.cmp(&a.size))
+                .then(underscores(a.name).cmp(&underscores(b.name)))
+                .then(a.name.cmp(b.name))
+        });
+        symbols.dedup_by(|b, a| a.svma == b.svma);
+
+        let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let debug_path = build_id.as_deref().and_then(find_debug_file);
+        Ok(ElfFile {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            path: path.to_string(),
+            data,
+            endian,
+            machine,
+            address_size,
+            segments,
+            eh_frame,
+            eh_frame_hdr,
+            debug_frame,
+            text_svma,
+            got_svma,
+            symbols,
+            by_name,
+            is_static_exec,
+            has_symtab,
+            build_id,
+            debug_path,
+            dwarf: OnceCell::new(),
+            cfi_index: Default::default(),
+        })
+    }
+
+    /// A number unique to this file in this process (cache keys).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `e_machine`.
+    pub fn machine(&self) -> u16 {
+        self.machine
+    }
+
+    /// Byte order of the file.
+    pub fn endian(&self) -> RunTimeEndian {
+        self.endian
+    }
+
+    /// 4 or 8.
+    pub fn address_size(&self) -> u8 {
+        self.address_size
+    }
+
+    /// True for an executable with no PT_INTERP and no dynamic section: a
+    /// statically linked program, which carries its own allocator.
+    pub fn is_static_executable(&self) -> bool {
+        self.is_static_exec
+    }
+
+    /// True when the file has a `.symtab` (it is not stripped).
+    pub fn has_symtab(&self) -> bool {
+        self.has_symtab
+    }
+
+    /// The GNU build ID.
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
+    }
+
+    /// True when the file has any CFI (`.eh_frame` or `.debug_frame`).
+    pub fn has_cfi(&self) -> bool {
+        self.eh_frame.is_some() || self.debug_frame.is_some()
+    }
+
+    /// The address (SVMA) of the defined function `name` in .symtab or .dynsym.
+    pub fn find_function(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Names of the `DT_NEEDED` libraries, in order.
+    pub fn needed_libraries(&self) -> Vec<String> {
+        let Ok(file) = object::File::parse(self.data) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let strs = |f: &dyn Fn() -> Option<Vec<String>>| f().unwrap_or_default();
+        match &file {
+            object::File::Elf32(f) => {
+                out.extend(strs(&|| dynamic_strings(f, object::elf::DT_NEEDED)))
+            }
+            object::File::Elf64(f) => {
+                out.extend(strs(&|| dynamic_strings(f, object::elf::DT_NEEDED)))
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// `DT_RUNPATH` and `DT_RPATH` directories.
+    pub fn run_paths(&self) -> Vec<String> {
+        let Ok(file) = object::File::parse(self.data) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for tag in [object::elf::DT_RUNPATH, object::elf::DT_RPATH] {
+            let found = match &file {
+                object::File::Elf32(f) => dynamic_strings(f, tag),
+                object::File::Elf64(f) => dynamic_strings(f, tag),
+                _ => None,
+            };
+            for s in found.unwrap_or_default() {
+                out.extend(s.split(':').filter(|p| !p.is_empty()).map(str::to_string));
+            }
+        }
+        out
+    }
+
+    /// The program interpreter (PT_INTERP), if any.
+    pub fn interpreter(&self) -> Option<String> {
+        let file = object::File::parse(self.data).ok()?;
+        match &file {
+            object::File::Elf32(f) => interp(f),
+            object::File::Elf64(f) => interp(f),
+            _ => None,
+        }
+    }
+
+    /// Converts an address as stated in the file to its file offset (what a
+    /// uprobe is attached at).
+    pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| svma >= s.vaddr && svma < s.vaddr + s.filesz)
+            .map(|s| svma - s.vaddr + s.offset)
+    }
+
+    /// Converts a file offset to the address stated in the file.
+    pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| offset >= s.offset && offset < s.offset + s.filesz.max(1))
+            .map(|s| offset - s.offset + s.vaddr)
+    }
+
+    /// The function symbol containing `svma`: its name and start.
+    pub fn find_symbol(&self, svma: u64) -> Option<(&'static str, u64)> {
+        let i = self.symbols.partition_point(|s| s.svma <= svma);
+        let s = self.symbols.get(i.checked_sub(1)?)?;
+        // Symbols without a size (hand-written assembly) get the benefit of
+        // the doubt up to the next symbol.
+        let end = if s.size > 0 {
+            s.svma + s.size
+        } else {
+            self.symbols.get(i).map_or(u64::MAX, |n| n.svma)
+        };
+        (svma < end).then_some((s.name, s.svma))
+    }
+
+    fn dwarf(&self) -> Option<&addr2line::Context<Slice>> {
+        self.dwarf
+            .get_or_init(|| {
+                let (path, data) = match &self.debug_path {
+                    Some(p) => match map_file(p) {
+                        Ok(d) => (p.as_str(), d),
+                        Err(e) => {
+                            warn!("{e}");
+                            (self.path.as_str(), self.data)
+                        }
+                    },
+                    None => (self.path.as_str(), self.data),
+                };
+                match load_dwarf(data, self.endian) {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        warn!("no line info from {path}: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// Function, file and line of `svma`, innermost (inlined) frame first.
+    /// `svma` should point into the call instruction for return addresses.
+    pub fn symbolize(&self, svma: u64) -> Vec<SymbolizedFrame> {
+        let mut out = Vec::new();
+        if let Some(ctx) = self.dwarf() {
+            if let Ok(mut frames) = ctx.find_frames(svma).skip_all_loads() {
+                while let Ok(Some(frame)) = frames.next() {
+                    let function = frame
+                        .function
+                        .as_ref()
+                        .and_then(|f| f.demangle().ok())
+                        .map(|s| s.into_owned());
+                    let (file, line) = frame
+                        .location
+                        .map_or((None, None), |l| (l.file.map(str::to_string), l.line));
+                    out.push(SymbolizedFrame {
+                        function,
+                        offset: None,
+                        file,
+                        line,
+                        inlined: true,
+                    });
+                }
+            }
+        }
+        let symbol = self.find_symbol(svma);
+        if out.is_empty() {
+            out.push(SymbolizedFrame::default());
+        }
+        let last = out.last_mut().expect("not empty");
+        last.inlined = false;
+        if let Some((name, start)) = symbol {
+            if last.function.is_none() {
+                last.function = Some(demangle(name));
+            }
+            last.offset = Some(svma - start);
+        }
+        out
+    }
+}
+
+fn find_debug_file(build_id: &[u8]) -> Option<String> {
+    if build_id.len() < 2 {
+        return None;
+    }
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    let path = format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
+    std::path::Path::new(&path).exists().then(|| {
+        debug!("separate debug info: {path}");
+        path
+    })
+}
+
+fn load_dwarf(
+    data: &'static [u8],
+    endian: RunTimeEndian,
+) -> std::result::Result<Option<addr2line::Context<Slice>>, String> {
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    if file.section_by_name(".debug_info").is_none() {
+        return Ok(None);
+    }
+    let load = |id: gimli::SectionId| -> std::result::Result<Slice, gimli::Error> {
+        let data = file
+            .section_by_name(id.name())
+            .filter(|s| {
+                // Compressed sections would need a decompressor; skip them.
+                !matches!(s.flags(), object::SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & object::elf::SHF_COMPRESSED.0 != 0)
+            })
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[]);
+        Ok(EndianSlice::new(data, endian))
+    };
+    let dwarf = gimli::Dwarf::load(load).map_err(|e| e.to_string())?;
+    addr2line::Context::from_dwarf(dwarf)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Demangles C++ (`_Z...`) and Rust symbol names; others are returned as they are.
+pub fn demangle(name: &str) -> String {
+    addr2line::demangle_auto(std::borrow::Cow::Borrowed(name), None).into_owned()
+}
+
+type PhdrInfo = (Vec<Segment>, Option<(u64, u64, u64)>, bool);
+
+fn program_headers<Elf: FileHeader<Endian = object::Endianness>>(
+    f: &object::read::elf::ElfFile<'static, Elf>,
+) -> PhdrInfo {
+    let e = f.endian();
+    let mut segments = Vec::new();
+    let mut eh = None;
+    let (mut interp, mut dynamic) = (false, false);
+    for ph in f.elf_program_headers() {
+        match ph.p_type(e) {
+            object::elf::PT_LOAD => segments.push(Segment {
+                vaddr: ph.p_vaddr(e).into(),
+                offset: ph.p_offset(e).into(),
+                filesz: ph.p_filesz(e).into(),
+            }),
+            object::elf::PT_GNU_EH_FRAME => {
+                eh = Some((
+                    ph.p_vaddr(e).into(),
+                    ph.p_offset(e).into(),
+                    ph.p_filesz(e).into(),
+                ))
+            }
+            object::elf::PT_INTERP => interp = true,
+            object::elf::PT_DYNAMIC => dynamic = true,
+            _ => {}
+        }
+    }
+    let exec = matches!(
+        f.elf_header().e_type(e),
+        object::elf::ET_EXEC | object::elf::ET_DYN
+    );
+    // static-pie has PT_DYNAMIC but no PT_INTERP; a shared library has no
+    // PT_INTERP either, but has DT_NEEDED or a soname: those are told apart
+    // by the caller with needed_libraries().
+    let is_static =
+        exec && !interp && (!dynamic || f.elf_header().e_type(e) == object::elf::ET_DYN);
+    (segments, eh, is_static)
+}
+
+fn interp<Elf: FileHeader<Endian = object::Endianness>>(
+    f: &object::read::elf::ElfFile<'static, Elf>,
+) -> Option<String> {
+    let e = f.endian();
+    let data = f.data();
+    for ph in f.elf_program_headers() {
+        if ph.p_type(e) == object::elf::PT_INTERP {
+            let bytes = ph.data(e, data).ok()?;
+            let s = bytes.split(|&b| b == 0).next()?;
+            return std::str::from_utf8(s).ok().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn dynamic_strings<Elf: FileHeader<Endian = object::Endianness>>(
+    f: &object::read::elf::ElfFile<'static, Elf>,
+    tag: object::elf::DynamicTag,
+) -> Option<Vec<String>> {
+    use object::read::elf::Dyn;
+    let e = f.endian();
+    let data = f.data();
+    let sections = f.elf_section_table();
+    // `dynamic` returns the table and the index of its string table.
+    let (dynamic, strtab) = sections.dynamic(e, data).ok()??;
+    let strings = sections.strings(e, data, strtab).ok()?;
+    let mut out = Vec::new();
+    for d in dynamic {
+        if d.d_tag(e) == tag {
+            let s = d.string(e, strings).ok()?;
+            out.push(String::from_utf8_lossy(s).into_owned());
+        }
+    }
+    Some(out)
+}
+
+/// Finds .eh_frame from .eh_frame_hdr's `eh_frame_ptr` when the file has no
+/// section headers; it runs to the end of its PT_LOAD segment.
+fn eh_frame_from_hdr(
+    hdr: SectionData,
+    endian: RunTimeEndian,
+    address_size: u8,
+    segments: &[Segment],
+    data: &'static [u8],
+) -> Option<SectionData> {
+    let bases = gimli::BaseAddresses::default().set_eh_frame_hdr(hdr.svma);
+    let parsed = gimli::EhFrameHdr::new(hdr.data, endian)
+        .parse(&bases, address_size)
+        .ok()?;
+    let svma = match parsed.eh_frame_ptr() {
+        gimli::Pointer::Direct(a) => a,
+        gimli::Pointer::Indirect(_) => return None,
+    };
+    let seg = segments
+        .iter()
+        .find(|s| svma >= s.vaddr && svma < s.vaddr + s.filesz)?;
+    let start = (svma - seg.vaddr + seg.offset) as usize;
+    let end = (seg.offset + seg.filesz) as usize;
+    Some(SectionData {
+        data: data.get(start..end)?,
+        svma,
+    })
+}

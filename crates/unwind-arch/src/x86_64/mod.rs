@@ -1,0 +1,9 @@
+//! x86_64 (System V psABI).
+
+mod arch;
+mod dwarf;
+mod regs;
+mod rule;
+
+pub use arch::ArchX86_64;
+pub use regs::UnwindRegsX86_64;

@@ -1,0 +1,1043 @@
+//! Shared helpers of the end-to-end tests: building the C fixtures, running
+//! `memleak`, parsing its JSON reports and the fixtures' ground truth, and
+//! matching stack frames against the `/* CALL:... */` markers in the
+//! fixtures' sources.
+//!
+//! Every helper panics with a message that says what was expected and shows
+//! what was seen; nothing is skipped silently.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one run of `memleak` (or valgrind) may take before the test
+/// kills it and fails.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+// ---------------------------------------------------------------------------
+// Paths and privileges
+// ---------------------------------------------------------------------------
+
+/// The repository root (`crates/loader/../..`).
+pub fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize()
+        .unwrap_or_else(|e| panic!("cannot resolve the repository root {}: {e}", root.display()))
+}
+
+/// A fixture source in `tests/fixtures/src`.
+pub fn fixture_src(name: &str) -> PathBuf {
+    let p = repo_root().join("tests/fixtures/src").join(name);
+    assert!(p.is_file(), "fixture source {} is missing", p.display());
+    p
+}
+
+/// A source in `examples/`.
+pub fn example_src(name: &str) -> PathBuf {
+    let p = repo_root().join("examples").join(name);
+    assert!(p.is_file(), "example source {} is missing", p.display());
+    p
+}
+
+/// Scratch directory for built fixtures and generated files.
+pub fn scratch_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create scratch dir {}: {e}", dir.display()));
+    dir
+}
+
+/// The `memleak` binary under test.
+pub fn memleak_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memleak"))
+}
+
+/// Fails the test unless it runs as root: memleak loads BPF programs and
+/// attaches uprobes, which needs root. These tests are never skipped.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| panic!("cannot read /proc/self/status: {e}"));
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no effective uid in /proc/self/status"));
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests of memleak need root (BPF programs and uprobes); \
+         run them as root, e.g. `sudo -E cargo test -p memleak-loader --test e2e` \
+         (effective uid is {euid})"
+    );
+}
+
+/// Returns a fresh, unique path in the scratch dir (file not created).
+pub fn unique_scratch_path(stem: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    scratch_dir().join(format!("{stem}.{}.{n}", std::process::id()))
+}
+
+// ---------------------------------------------------------------------------
+// Building fixtures
+// ---------------------------------------------------------------------------
+
+type BuildCell = Arc<OnceLock<PathBuf>>;
+
+fn build_cells() -> &'static Mutex<HashMap<String, BuildCell>> {
+    static CELLS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
+    CELLS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Compiles `args` (sources and flags; `-o` is added) with `compiler` into
+/// `<scratch>/<output_name>`, once per test process. Safe under parallel test
+/// threads (one build per name, others wait for it) and across processes
+/// (built under a unique name, then renamed into place).
+pub fn compile(output_name: &str, compiler: &str, args: &[&str]) -> PathBuf {
+    let cell = {
+        let mut cells = lock(build_cells());
+        cells.entry(output_name.to_string()).or_default().clone()
+    };
+    cell.get_or_init(|| {
+        let out = scratch_dir().join(output_name);
+        let tmp = unique_scratch_path(&format!(".{output_name}.tmp"));
+        let mut cmd = Command::new(compiler);
+        cmd.args(args).arg("-o").arg(&tmp);
+        let rendered = format!("{cmd:?}");
+        let output = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run the compiler `{compiler}` ({e}); it is needed to build the test fixtures: {rendered}")
+        });
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            panic!(
+                "building fixture {output_name} failed ({}):\n{rendered}\n--- compiler stderr ---\n{}\n--- compiler stdout ---\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::fs::rename(&tmp, &out).unwrap_or_else(|e| {
+            panic!("cannot move {} to {}: {e}", tmp.display(), out.display())
+        });
+        out
+    })
+    .clone()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+/// The fixtures, each built once per process.
+pub mod fixtures {
+    use super::*;
+
+    /// examples/leaky.c without frame pointers: `-O2 -g -fomit-frame-pointer -fno-inline`.
+    pub fn leaky() -> PathBuf {
+        let src = example_src("leaky.c");
+        compile(
+            "leaky",
+            "gcc",
+            &[
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                "-fno-inline",
+                path_str(&src),
+            ],
+        )
+    }
+
+    pub fn accounting() -> PathBuf {
+        let src = fixture_src("accounting.c");
+        compile(
+            "accounting",
+            "gcc",
+            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
+        )
+    }
+
+    pub fn threads() -> PathBuf {
+        let src = fixture_src("threads.c");
+        compile(
+            "threads",
+            "gcc",
+            &[
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                "-pthread",
+                path_str(&src),
+            ],
+        )
+    }
+
+    pub fn cxx_leak() -> PathBuf {
+        let src = fixture_src("cxx_leak.cc");
+        compile(
+            "cxx_leak",
+            "g++",
+            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
+        )
+    }
+
+    /// `libplugin.so`, loaded at run time by `dlopen_main`.
+    pub fn plugin() -> PathBuf {
+        let src = fixture_src("plugin.c");
+        compile(
+            "libplugin.so",
+            "gcc",
+            &[
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                "-fPIC",
+                "-shared",
+                path_str(&src),
+            ],
+        )
+    }
+
+    pub fn dlopen_main() -> PathBuf {
+        let src = fixture_src("dlopen_main.c");
+        compile(
+            "dlopen_main",
+            "gcc",
+            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src), "-ldl"],
+        )
+    }
+
+    pub fn static_leak() -> PathBuf {
+        let src = fixture_src("static_leak.c");
+        compile(
+            "static_leak",
+            "gcc",
+            &[
+                "-static",
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                path_str(&src),
+            ],
+        )
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ChainVariant {
+        /// `-fno-omit-frame-pointer`: every function keeps an rbp frame.
+        FramePointers,
+        /// `-fomit-frame-pointer`: only CFI in .eh_frame describes the frames.
+        NoFramePointers,
+        /// No unwind tables in .eh_frame for the program's own code; the CFI
+        /// is only in .debug_frame.
+        DebugFrameOnly,
+    }
+
+    pub fn chain(variant: ChainVariant) -> PathBuf {
+        let src = fixture_src("chain.c");
+        let src = path_str(&src);
+        match variant {
+            ChainVariant::FramePointers => compile(
+                "chain_fp",
+                "gcc",
+                &["-O2", "-g", "-fno-omit-frame-pointer", src],
+            ),
+            ChainVariant::NoFramePointers => compile(
+                "chain_nofp",
+                "gcc",
+                &["-O2", "-g", "-fomit-frame-pointer", src],
+            ),
+            ChainVariant::DebugFrameOnly => compile(
+                "chain_debug_frame",
+                "gcc",
+                &[
+                    "-O2",
+                    "-g",
+                    "-fomit-frame-pointer",
+                    "-fno-asynchronous-unwind-tables",
+                    "-fno-unwind-tables",
+                    src,
+                ],
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running programs
+// ---------------------------------------------------------------------------
+
+/// What a finished (or killed) process left behind.
+pub struct Run {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Everything about the run, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "command: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// All reports on stdout (every non-empty stdout line must be one JSON object).
+    pub fn reports(&self) -> Vec<Report> {
+        let mut reports = Vec::new();
+        for (i, line) in self.stdout.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "stdout line {} is not a JSON object ({e}): {line:?}\n{}",
+                    i + 1,
+                    self.describe()
+                )
+            });
+            reports
+                .push(Report::from_json(&value).unwrap_or_else(|e| {
+                    panic!("bad report on stdout line {}: {e}\n{line}", i + 1)
+                }));
+        }
+        for r in &reports {
+            r.check_invariants();
+        }
+        reports
+    }
+
+    /// The final report: there must be exactly one report with `"final": true`,
+    /// and it must be the last one.
+    pub fn final_report(&self) -> Report {
+        assert!(
+            self.status.success(),
+            "memleak did not exit successfully\n{}",
+            self.describe()
+        );
+        let mut reports = self.reports();
+        let finals = reports.iter().filter(|r| r.is_final).count();
+        assert_eq!(
+            finals,
+            1,
+            "expected exactly one final report\n{}",
+            self.describe()
+        );
+        let last = reports.pop().unwrap();
+        assert!(
+            last.is_final,
+            "the final report is not the last one\n{}",
+            self.describe()
+        );
+        last
+    }
+
+    /// The fixture's ground truth (its EXPECT lines, passed through on stderr).
+    pub fn expect(&self) -> Expect {
+        Expect::parse(&self.stderr).unwrap_or_else(|e| {
+            panic!("no ground truth from the fixture: {e}\n{}", self.describe())
+        })
+    }
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    mut r: R,
+) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    let handle = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => lock(&b).extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buf, handle)
+}
+
+/// Runs `cmd` to completion with piped stdout/stderr; kills it and fails the
+/// test if it takes longer than `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
+    let command = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child: Child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+    let (out, out_thread) = spawn_reader(child.stdout.take().unwrap());
+    let (err, err_thread) = spawn_reader(child.stderr.take().unwrap());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // Something it started may still hold the pipes: do not wait for EOF.
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "timed out after {timeout:?}: {command}\n--- stdout so far ---\n{}\n--- stderr so far ---\n{}",
+                    String::from_utf8_lossy(&lock(&out)),
+                    String::from_utf8_lossy(&lock(&err))
+                );
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for {command}: {e}"),
+        }
+    };
+    // The pipes close when the process and everything it started are gone;
+    // give stragglers a bounded time.
+    let join_deadline = Instant::now() + Duration::from_secs(30);
+    while !(out_thread.is_finished() && err_thread.is_finished()) {
+        assert!(
+            Instant::now() < join_deadline,
+            "{command} exited but its output pipes stayed open for 30 s (a leftover child?)"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = out_thread.join();
+    let _ = err_thread.join();
+    let stdout = String::from_utf8_lossy(&lock(&out)).into_owned();
+    let stderr = String::from_utf8_lossy(&lock(&err)).into_owned();
+    Run {
+        command,
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// memleak runs are serialized within the test process, so that concurrent
+/// tracers do not compete for the two CPUs of the test machine and timing
+/// stays predictable.
+fn memleak_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    lock(&LOCK)
+}
+
+/// Runs `memleak ARGS...` to completion.
+pub fn memleak(args: &[&str]) -> Run {
+    require_root();
+    let _guard = memleak_lock();
+    let mut cmd = Command::new(memleak_bin());
+    cmd.args(args);
+    run_with_timeout(cmd, RUN_TIMEOUT)
+}
+
+/// Runs `memleak --format json -T 1000 EXTRA... -- PROGRAM PROGRAM_ARGS...`.
+pub fn memleak_json(extra: &[&str], program: &Path, program_args: &[&str]) -> Run {
+    let mut args: Vec<&str> = vec!["--format", "json", "-T", "1000"];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.push(path_str(program));
+    args.extend_from_slice(program_args);
+    memleak(&args)
+}
+
+// ---------------------------------------------------------------------------
+// Ground truth printed by the fixtures
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct ExpectSite {
+    /// The function whose call is the leak site.
+    pub function: String,
+    /// The allocator it calls (`operator_new` for C++ new).
+    pub allocator: String,
+    /// Bytes of each block of the site.
+    pub size: u64,
+    pub allocations: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Expect {
+    pub leaked_bytes: u64,
+    pub leaked_allocations: u64,
+    pub sites: Vec<ExpectSite>,
+}
+
+fn key_values(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+fn num(kv: &BTreeMap<&str, &str>, key: &str, line: &str) -> Result<u64, String> {
+    kv.get(key)
+        .ok_or_else(|| format!("no {key}= in {line:?}"))?
+        .parse()
+        .map_err(|e| format!("bad {key}= in {line:?}: {e}"))
+}
+
+impl Expect {
+    /// Parses `EXPECT leaked_bytes=N leaked_allocations=M` (exactly one) and
+    /// any `EXPECT_SITE function=F allocator=A size=S allocations=N bytes=B` lines.
+    pub fn parse(stderr: &str) -> Result<Expect, String> {
+        let mut totals = None;
+        let mut sites = Vec::new();
+        for line in stderr.lines() {
+            let line = line.trim();
+            if line.starts_with("EXPECT ") {
+                if totals.is_some() {
+                    return Err("more than one EXPECT line".into());
+                }
+                let kv = key_values(line);
+                totals = Some((
+                    num(&kv, "leaked_bytes", line)?,
+                    num(&kv, "leaked_allocations", line)?,
+                ));
+            } else if line.starts_with("EXPECT_SITE ") {
+                let kv = key_values(line);
+                let site = ExpectSite {
+                    function: kv
+                        .get("function")
+                        .ok_or("EXPECT_SITE without function=")?
+                        .to_string(),
+                    allocator: kv
+                        .get("allocator")
+                        .ok_or("EXPECT_SITE without allocator=")?
+                        .to_string(),
+                    size: num(&kv, "size", line)?,
+                    allocations: num(&kv, "allocations", line)?,
+                    bytes: num(&kv, "bytes", line)?,
+                };
+                if site.size * site.allocations != site.bytes {
+                    return Err(format!("inconsistent EXPECT_SITE line {line:?}"));
+                }
+                sites.push(site);
+            }
+        }
+        let (leaked_bytes, leaked_allocations) = totals.ok_or("no EXPECT line on stderr")?;
+        Ok(Expect {
+            leaked_bytes,
+            leaked_allocations,
+            sites,
+        })
+    }
+
+    pub fn site(&self, function: &str) -> &ExpectSite {
+        self.sites
+            .iter()
+            .find(|s| s.function == function)
+            .unwrap_or_else(|| panic!("no EXPECT_SITE for {function} in {:?}", self.sites))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Source markers
+// ---------------------------------------------------------------------------
+
+/// The 1-based line of the unique `/* MARKER */` comment in `src`, e.g.
+/// `marker_line(src, "CALL:malloc@level3")`.
+pub fn marker_line(src: &Path, marker: &str) -> u64 {
+    let text = std::fs::read_to_string(src)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
+    let needle = format!("/* {marker} */");
+    let hits: Vec<u64> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&needle))
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "marker {needle} must occur exactly once in {}, found at lines {hits:?}",
+        src.display()
+    );
+    hits[0]
+}
+
+/// Line of `/* CALL:<marker> */`.
+pub fn call_line(src: &Path, marker: &str) -> u64 {
+    marker_line(src, &format!("CALL:{marker}"))
+}
+
+// ---------------------------------------------------------------------------
+// Reports
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub address: u64,
+    pub function: Option<String>,
+    pub offset: Option<u64>,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    /// Path of the ELF file; null only for an address in no known mapping.
+    pub module: Option<String>,
+    pub method: String,
+    pub inlined: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub stack_id: String,
+    /// "heap" (the default when absent) or "mmap" (with --mmap).
+    pub category: String,
+    pub bytes: u64,
+    pub allocations: u64,
+    pub oldest_ms: f64,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub is_final: bool,
+    pub pid: u64,
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub lost_events: u64,
+    pub truncated_stacks: u64,
+    pub losses: BTreeMap<String, u64>,
+    pub stacks: Vec<Stack>,
+}
+
+fn field<'a>(obj: &'a Value, key: &str) -> Result<&'a Value, String> {
+    obj.get(key)
+        .ok_or_else(|| format!("missing field {key:?} in {obj}"))
+}
+
+fn u64_field(obj: &Value, key: &str) -> Result<u64, String> {
+    field(obj, key)?
+        .as_u64()
+        .ok_or_else(|| format!("field {key:?} is not a non-negative integer in {obj}"))
+}
+
+fn opt_u64_field(obj: &Value, key: &str) -> Result<Option<u64>, String> {
+    match field(obj, key)? {
+        Value::Null => Ok(None),
+        v => v.as_u64().map(Some).ok_or_else(|| {
+            format!("field {key:?} is neither null nor a non-negative integer in {obj}")
+        }),
+    }
+}
+
+fn str_field(obj: &Value, key: &str) -> Result<String, String> {
+    field(obj, key)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("field {key:?} is not a string in {obj}"))
+}
+
+fn opt_str_field(obj: &Value, key: &str) -> Result<Option<String>, String> {
+    match field(obj, key)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(format!(
+            "field {key:?} is neither null nor a string in {obj}"
+        )),
+    }
+}
+
+fn bool_field(obj: &Value, key: &str) -> Result<bool, String> {
+    field(obj, key)?
+        .as_bool()
+        .ok_or_else(|| format!("field {key:?} is not a boolean in {obj}"))
+}
+
+fn hex_field(obj: &Value, key: &str) -> Result<u64, String> {
+    let s = str_field(obj, key)?;
+    let digits = s
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("field {key:?} = {s:?} is not a 0x-prefixed hex string"))?;
+    u64::from_str_radix(digits, 16).map_err(|e| format!("field {key:?} = {s:?}: {e}"))
+}
+
+impl Frame {
+    fn from_json(v: &Value) -> Result<Frame, String> {
+        let method = str_field(v, "method")?;
+        if !["regs", "entry", "cfi", "fp"].contains(&method.as_str()) {
+            return Err(format!("unknown unwind method {method:?} in {v}"));
+        }
+        Ok(Frame {
+            address: hex_field(v, "address")?,
+            function: opt_str_field(v, "function")?,
+            offset: opt_u64_field(v, "offset")?,
+            file: opt_str_field(v, "file")?,
+            line: opt_u64_field(v, "line")?,
+            module: opt_str_field(v, "module")?,
+            method,
+            inlined: bool_field(v, "inlined")?,
+        })
+    }
+
+    pub fn function(&self) -> &str {
+        self.function.as_deref().unwrap_or("")
+    }
+
+    pub fn module(&self) -> &str {
+        self.module.as_deref().unwrap_or("")
+    }
+
+    pub fn module_file_name(&self) -> &str {
+        self.module().rsplit('/').next().unwrap_or("")
+    }
+
+    /// True for the C library's shared object (`libc.so.6`).
+    pub fn in_libc(&self) -> bool {
+        let name = self.module_file_name();
+        name.starts_with("libc.so") || name.starts_with("libc-")
+    }
+
+    pub fn in_module(&self, path: &Path) -> bool {
+        self.module
+            .as_deref()
+            .is_some_and(|m| same_file(Path::new(m), path))
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "0x{:x} {}{} at {}:{} [{}] method={}{}",
+            self.address,
+            self.function.as_deref().unwrap_or("??"),
+            self.offset.map(|o| format!("+0x{o:x}")).unwrap_or_default(),
+            self.file.as_deref().unwrap_or("??"),
+            self.line
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into()),
+            self.module.as_deref().unwrap_or("??"),
+            self.method,
+            if self.inlined { " (inlined)" } else { "" }
+        )
+    }
+}
+
+/// Whether two paths name the same file (module paths may be spelled
+/// differently, e.g. through a symlinked directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+impl Stack {
+    fn from_json(v: &Value) -> Result<Stack, String> {
+        let stack_id = str_field(v, "stack_id")?;
+        if !stack_id.starts_with("0x") || u64::from_str_radix(&stack_id[2..], 16).is_err() {
+            return Err(format!(
+                "stack_id {stack_id:?} is not a 0x-prefixed hex string"
+            ));
+        }
+        let frames = field(v, "frames")?
+            .as_array()
+            .ok_or_else(|| format!("frames is not a list in {v}"))?
+            .iter()
+            .map(Frame::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        let category = match v.get("category") {
+            None | Some(Value::Null) => "heap".to_string(),
+            Some(Value::String(c)) => c.clone(),
+            Some(other) => return Err(format!("category is not a string: {other}")),
+        };
+        Ok(Stack {
+            stack_id,
+            category,
+            bytes: u64_field(v, "bytes")?,
+            allocations: u64_field(v, "allocations")?,
+            oldest_ms: field(v, "oldest_ms")?
+                .as_f64()
+                .ok_or_else(|| format!("oldest_ms is not a number in {v}"))?,
+            frames,
+        })
+    }
+
+    pub fn has_function(&self, name: &str) -> bool {
+        self.frames.iter().any(|f| f.function() == name)
+    }
+
+    pub fn has_function_containing(&self, needle: &str) -> bool {
+        self.frames.iter().any(|f| f.function().contains(needle))
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "stack {} bytes={} allocations={} oldest_ms={}\n",
+            self.stack_id, self.bytes, self.allocations, self.oldest_ms
+        );
+        for (i, f) in self.frames.iter().enumerate() {
+            let _ = writeln!(s, "    #{i:<2} {}", f.render());
+        }
+        s
+    }
+}
+
+impl Report {
+    pub fn from_json(v: &Value) -> Result<Report, String> {
+        if !v.is_object() {
+            return Err(format!("a report must be a JSON object: {v}"));
+        }
+        let losses = field(v, "losses")?
+            .as_object()
+            .ok_or_else(|| format!("losses is not an object in {v}"))?
+            .iter()
+            .map(|(k, n)| {
+                n.as_u64()
+                    .map(|n| (k.clone(), n))
+                    .ok_or_else(|| format!("losses.{k} is not a non-negative integer"))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let stacks = field(v, "stacks")?
+            .as_array()
+            .ok_or_else(|| format!("stacks is not a list in {v}"))?
+            .iter()
+            .map(Stack::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Report {
+            is_final: bool_field(v, "final")?,
+            pid: u64_field(v, "pid")?,
+            outstanding_bytes: u64_field(v, "outstanding_bytes")?,
+            outstanding_allocations: u64_field(v, "outstanding_allocations")?,
+            lost_events: u64_field(v, "lost_events")?,
+            truncated_stacks: u64_field(v, "truncated_stacks")?,
+            losses,
+            stacks,
+        })
+    }
+
+    /// The heap stacks (all of them unless --mmap adds "mmap" ones).
+    pub fn heap_stacks(&self) -> impl Iterator<Item = &Stack> {
+        self.stacks.iter().filter(|s| s.category == "heap")
+    }
+
+    /// Properties every report must have.
+    pub fn check_invariants(&self) {
+        let heap: Vec<&Stack> = self.heap_stacks().collect();
+        for w in heap.windows(2) {
+            assert!(
+                w[0].bytes >= w[1].bytes,
+                "stacks are not sorted largest first:\n{}",
+                self.render()
+            );
+        }
+        for s in &self.stacks {
+            assert!(
+                s.allocations > 0,
+                "a stack with no allocations is reported:\n{}",
+                s.render()
+            );
+            assert!(
+                !s.frames.is_empty(),
+                "a stack without frames is reported:\n{}",
+                s.render()
+            );
+        }
+        let listed_bytes: u64 = heap.iter().map(|s| s.bytes).sum();
+        let listed_allocs: u64 = heap.iter().map(|s| s.allocations).sum();
+        assert!(
+            listed_bytes <= self.outstanding_bytes && listed_allocs <= self.outstanding_allocations,
+            "the stacks add up to more than the outstanding totals:\n{}",
+            self.render()
+        );
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "report final={} pid={} outstanding_bytes={} outstanding_allocations={} lost_events={} truncated_stacks={} losses={:?}\n",
+            self.is_final,
+            self.pid,
+            self.outstanding_bytes,
+            self.outstanding_allocations,
+            self.lost_events,
+            self.truncated_stacks,
+            self.losses
+        );
+        for st in &self.stacks {
+            s.push_str("  ");
+            s.push_str(&st.render());
+        }
+        s
+    }
+
+    /// Sum of bytes and allocations of the stacks that satisfy `pred`.
+    pub fn totals_where(&self, pred: impl Fn(&Stack) -> bool) -> (u64, u64) {
+        self.stacks
+            .iter()
+            .filter(|s| pred(s))
+            .fold((0, 0), |(b, a), s| (b + s.bytes, a + s.allocations))
+    }
+
+    pub fn stacks_with_function(&self, name: &str) -> Vec<&Stack> {
+        self.stacks
+            .iter()
+            .filter(|s| s.has_function(name))
+            .collect()
+    }
+
+    /// The listed stacks add up to the outstanding totals (for runs with a
+    /// `-T` large enough to list every stack).
+    pub fn assert_stacks_cover_totals(&self) {
+        let (bytes, allocs) = self.totals_where(|s| s.category == "heap");
+        assert_eq!(
+            (bytes, allocs),
+            (self.outstanding_bytes, self.outstanding_allocations),
+            "the listed stacks do not add up to outstanding_bytes/outstanding_allocations:\n{}",
+            self.render()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Frame expectations
+// ---------------------------------------------------------------------------
+
+/// One expected frame of the program: function name, source file (suffix)
+/// and line.
+#[derive(Clone, Debug)]
+pub struct At<'a> {
+    pub function: &'a str,
+    /// If true, `function` only has to be contained in the reported name
+    /// (C++ names may carry namespaces and parameter lists).
+    pub contains: bool,
+    pub file_suffix: &'a str,
+    pub line: u64,
+}
+
+pub fn at<'a>(function: &'a str, file_suffix: &'a str, line: u64) -> At<'a> {
+    At {
+        function,
+        contains: false,
+        file_suffix,
+        line,
+    }
+}
+
+pub fn at_containing<'a>(function: &'a str, file_suffix: &'a str, line: u64) -> At<'a> {
+    At {
+        function,
+        contains: true,
+        file_suffix,
+        line,
+    }
+}
+
+impl At<'_> {
+    /// None if `frame` matches, else why not.
+    pub fn mismatch(&self, frame: &Frame) -> Option<String> {
+        let name = frame.function();
+        let name_ok = if self.contains {
+            name.contains(self.function)
+        } else {
+            name == self.function
+        };
+        if !name_ok {
+            return Some(format!(
+                "function {:?} is not {:?}",
+                frame.function, self.function
+            ));
+        }
+        match &frame.file {
+            Some(f) if f.ends_with(self.file_suffix) => {}
+            other => {
+                return Some(format!(
+                    "file {other:?} does not end with {:?}",
+                    self.file_suffix
+                ))
+            }
+        }
+        if frame.line != Some(self.line) {
+            return Some(format!(
+                "{}: line {:?} is not the marked line {}",
+                self.function, frame.line, self.line
+            ));
+        }
+        None
+    }
+}
+
+/// None if `stack.frames[start..]` begins with `chain`, else why not.
+pub fn chain_mismatch(stack: &Stack, start: usize, chain: &[At<'_>]) -> Option<String> {
+    for (k, want) in chain.iter().enumerate() {
+        let i = start + k;
+        let Some(frame) = stack.frames.get(i) else {
+            return Some(format!(
+                "stack has only {} frames, frame #{i} ({}) missing",
+                stack.frames.len(),
+                want.function
+            ));
+        };
+        if let Some(why) = want.mismatch(frame) {
+            return Some(format!("frame #{i}: {why}"));
+        }
+    }
+    None
+}
+
+/// Names under which an allocator entry point may be symbolized (glibc
+/// exports aliases at the same address, e.g. malloc and __libc_malloc;
+/// aligned_alloc and memalign share one address).
+pub fn allocator_aliases(allocator: &str) -> &'static [&'static str] {
+    match allocator {
+        "malloc" => &["malloc", "__libc_malloc", "__malloc"],
+        "calloc" => &["calloc", "__libc_calloc", "__calloc"],
+        "realloc" => &["realloc", "__libc_realloc", "__realloc"],
+        // glibc's reallocarray tail-calls realloc: frame 0 may be either.
+        "reallocarray" => &[
+            "reallocarray",
+            "__libc_reallocarray",
+            "realloc",
+            "__libc_realloc",
+            "__realloc",
+        ],
+        "posix_memalign" => &["posix_memalign", "__posix_memalign"],
+        "aligned_alloc" | "memalign" => {
+            &["aligned_alloc", "memalign", "__libc_memalign", "__memalign"]
+        }
+        "valloc" => &["valloc", "__libc_valloc", "__valloc"],
+        other => panic!("no aliases known for allocator {other}"),
+    }
+}
+
+/// Checks frame 0 of a stack: the allocator itself, captured from the
+/// registers at its entry.
+pub fn assert_allocator_frame(
+    stack: &Stack,
+    allocator: &str,
+    module_ok: impl Fn(&Frame) -> bool,
+    report: &Report,
+) {
+    let f0 = &stack.frames[0];
+    assert!(
+        allocator_aliases(allocator).contains(&f0.function()),
+        "frame #0 should be the allocator {allocator} (one of {:?}):\n{}",
+        allocator_aliases(allocator),
+        report.render()
+    );
+    assert_eq!(
+        f0.method,
+        "regs",
+        "frame #0 should come from the registers:\n{}",
+        stack.render()
+    );
+    assert!(
+        module_ok(f0),
+        "frame #0 is in an unexpected module:\n{}",
+        stack.render()
+    );
+}

@@ -1,0 +1,97 @@
+//! The demo program (examples/leaky.c) built without frame pointers: the
+//! leak's full stack must come out of CFI unwinding, with exact totals.
+
+use crate::common::*;
+
+#[test]
+fn demo_full_chain_exact_totals() {
+    let bin = fixtures::leaky();
+    let src = example_src("leaky.c");
+    let run = memleak_json(&[], &bin, &["20"]);
+    let report = run.final_report();
+    let expect = run.expect();
+    assert_eq!(
+        (expect.leaked_bytes, expect.leaked_allocations),
+        (160, 10),
+        "leaky 20 should leak 10 blocks of 16 bytes\n{}",
+        run.describe()
+    );
+
+    let chain = [
+        at("alloc_v3", "leaky.c", call_line(&src, "malloc")),
+        at("alloc_v2", "leaky.c", call_line(&src, "alloc_v3")),
+        at("alloc_v1", "leaky.c", call_line(&src, "alloc_v2")),
+        at("main", "leaky.c", call_line(&src, "alloc_v1")),
+    ];
+
+    let leak_stacks = report.stacks_with_function("alloc_v3");
+    assert!(
+        !leak_stacks.is_empty(),
+        "no stack contains alloc_v3:\n{}",
+        report.render()
+    );
+    for stack in &leak_stacks {
+        if let Some(why) = chain_mismatch(stack, 1, &chain) {
+            panic!(
+                "the leak's stack is not malloc <- alloc_v3 <- alloc_v2 <- alloc_v1 <- main \
+                 with the marked lines: {why}\n{}",
+                report.render()
+            );
+        }
+        assert_allocator_frame(stack, "malloc", Frame::in_libc, &report);
+        for (i, f) in stack.frames[1..=4].iter().enumerate() {
+            assert!(
+                f.in_module(&bin),
+                "frame #{} is not in {}:\n{}",
+                i + 1,
+                bin.display(),
+                stack.render()
+            );
+            assert!(
+                !f.inlined,
+                "frame #{} is marked inlined:\n{}",
+                i + 1,
+                stack.render()
+            );
+        }
+        // The binary has no frame pointers: the callers above the first
+        // frame can only have been found through CFI.
+        for (i, f) in stack.frames[2..=4].iter().enumerate() {
+            assert_eq!(
+                f.method,
+                "cfi",
+                "frame #{} ({}) should be unwound with CFI:\n{}",
+                i + 2,
+                f.function(),
+                stack.render()
+            );
+        }
+    }
+
+    let (bytes, allocs) = report.totals_where(|s| s.has_function("alloc_v3"));
+    assert_eq!(
+        (bytes, allocs),
+        (expect.leaked_bytes, expect.leaked_allocations),
+        "the alloc_v3 stacks do not hold exactly the leaked blocks:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        (expect.leaked_bytes, expect.leaked_allocations),
+        "outstanding totals differ from the program's own count:\n{}",
+        report.render()
+    );
+    report.assert_stacks_cover_totals();
+    assert_eq!(
+        report.lost_events,
+        0,
+        "events were lost:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        report.truncated_stacks,
+        0,
+        "stacks were truncated:\n{}",
+        report.render()
+    );
+}

@@ -1,0 +1,85 @@
+//! A library loaded with dlopen() after tracing started
+//! (tests/fixtures/src/dlopen_main.c + plugin.c): its leak is symbolized
+//! with the plugin's functions, file, lines and module, with exact bytes.
+
+use crate::common::*;
+
+#[test]
+fn dlopen_plugin_leak_symbolized() {
+    let plugin = fixtures::plugin();
+    let bin = fixtures::dlopen_main();
+    let plugin_src = fixture_src("plugin.c");
+    let main_src = fixture_src("dlopen_main.c");
+    let plugin_arg = plugin.to_str().expect("UTF-8 path");
+    let run = memleak_json(&[], &bin, &[plugin_arg, "6"]);
+    let report = run.final_report();
+    let expect = run.expect();
+    let site = expect.site("plugin_alloc");
+    assert_eq!(
+        (site.allocations, site.size),
+        (6, 88),
+        "unexpected ground truth\n{}",
+        run.describe()
+    );
+
+    let chain = [
+        at(
+            "plugin_alloc",
+            "plugin.c",
+            call_line(&plugin_src, "malloc@plugin_alloc"),
+        ),
+        at(
+            "plugin_leak",
+            "plugin.c",
+            call_line(&plugin_src, "plugin_alloc@plugin_leak"),
+        ),
+        at(
+            "main",
+            "dlopen_main.c",
+            call_line(&main_src, "plugin_leak@main"),
+        ),
+    ];
+    let stacks = report.stacks_with_function("plugin_alloc");
+    assert!(
+        !stacks.is_empty(),
+        "no stack through plugin_alloc:\n{}",
+        report.render()
+    );
+    for stack in &stacks {
+        if let Some(why) = chain_mismatch(stack, 1, &chain) {
+            panic!(
+                "the plugin's leak is not malloc <- plugin_alloc <- plugin_leak <- main with the marked lines: {why}\n{}",
+                report.render()
+            );
+        }
+        assert_allocator_frame(stack, "malloc", Frame::in_libc, &report);
+        for i in [1, 2] {
+            let f = &stack.frames[i];
+            assert!(
+                f.module().ends_with("libplugin.so") && f.in_module(&plugin),
+                "frame #{i} should be in {}:\n{}",
+                plugin.display(),
+                stack.render()
+            );
+        }
+        assert!(
+            stack.frames[3].in_module(&bin),
+            "frame #3 should be in {}:\n{}",
+            bin.display(),
+            stack.render()
+        );
+    }
+    let (bytes, allocations) = report.totals_where(|s| s.has_function("plugin_alloc"));
+    assert_eq!(
+        (bytes, allocations),
+        (site.bytes, site.allocations),
+        "wrong bytes/allocations for the plugin's leak:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        report.lost_events,
+        0,
+        "events were lost:\n{}",
+        report.render()
+    );
+}

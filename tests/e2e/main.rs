@@ -1,0 +1,25 @@
+//! End-to-end tests of the `memleak` binary.
+//!
+//! Each test builds small C/C++ programs from `examples/` and
+//! `tests/fixtures/src/` with gcc/g++, runs them under `memleak --format json`
+//! and compares the reports with ground truth the programs print themselves
+//! (`EXPECT ...` lines on stderr), with the `/* CALL:... */` line markers in
+//! their sources and, for the accounting, with valgrind.
+//!
+//! The tests need root (BPF and uprobes) and fail, never skip, without it.
+//! Run them with `cargo test -p memleak-loader --test e2e`.
+
+mod common;
+
+mod accounting;
+mod attach;
+mod cxx;
+mod demo;
+mod dlopen;
+mod errors;
+mod filters;
+mod sampling;
+mod static_link;
+mod threads;
+mod unwind;
+mod valgrind;

@@ -1,0 +1,127 @@
+//! A statically linked program (tests/fixtures/src/static_leak.c): the
+//! allocator is inside the executable, not in libc.so.6.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn assert_static(bin: &std::path::Path) {
+    let out = Command::new("readelf")
+        .args(["-lW"])
+        .arg(bin)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run readelf: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "readelf failed on {}", bin.display());
+    assert!(
+        !text.contains("INTERP") && !text.contains("DYNAMIC"),
+        "{} is not statically linked:\n{text}",
+        bin.display()
+    );
+}
+
+fn check_static_report(run: &Run) {
+    let bin = fixtures::static_leak();
+    let src = fixture_src("static_leak.c");
+    let report = run.final_report();
+    let expect = run.expect();
+    let site = expect.site("static_inner");
+    assert_eq!(
+        (site.allocations, site.size),
+        (5, 104),
+        "unexpected ground truth\n{}",
+        run.describe()
+    );
+
+    let chain = [
+        at(
+            "static_inner",
+            "static_leak.c",
+            call_line(&src, "malloc@static_inner"),
+        ),
+        at(
+            "static_outer",
+            "static_leak.c",
+            call_line(&src, "static_inner@static_outer"),
+        ),
+        at(
+            "main",
+            "static_leak.c",
+            call_line(&src, "static_outer@main"),
+        ),
+    ];
+    let stacks = report.stacks_with_function("static_inner");
+    assert!(
+        !stacks.is_empty(),
+        "no stack through static_inner:\n{}",
+        report.render()
+    );
+    for stack in &stacks {
+        if let Some(why) = chain_mismatch(stack, 1, &chain) {
+            panic!(
+                "the leak is not malloc <- static_inner <- static_outer <- main with the marked lines: {why}\n{}",
+                report.render()
+            );
+        }
+        assert_allocator_frame(stack, "malloc", |f| f.in_module(&bin), &report);
+        for (i, f) in stack.frames[..=3].iter().enumerate() {
+            assert!(
+                f.in_module(&bin),
+                "frame #{i} should be in {}:\n{}",
+                bin.display(),
+                stack.render()
+            );
+        }
+        for (i, f) in stack.frames[2..=3].iter().enumerate() {
+            assert_eq!(
+                f.method,
+                "cfi",
+                "frame #{} should be unwound with CFI:\n{}",
+                i + 2,
+                stack.render()
+            );
+        }
+    }
+    let (bytes, allocations) = report.totals_where(|s| s.has_function("static_inner"));
+    assert_eq!(
+        (bytes, allocations),
+        (site.bytes, site.allocations),
+        "wrong bytes/allocations for static_inner:\n{}",
+        report.render()
+    );
+    assert!(
+        report.stacks_with_function("static_scratch").is_empty(),
+        "static_scratch frees what it allocates, yet it is reported outstanding:\n{}",
+        report.render()
+    );
+    assert!(
+        report.outstanding_bytes >= expect.leaked_bytes,
+        "outstanding bytes below the program's own leaks:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        report.lost_events,
+        0,
+        "events were lost:\n{}",
+        report.render()
+    );
+}
+
+/// Without options: memleak has to find the allocator in the executable.
+#[test]
+fn static_binary_found_automatically() {
+    let bin = fixtures::static_leak();
+    assert_static(&bin);
+    let run = memleak_json(&[], &bin, &["5"]);
+    check_static_report(&run);
+}
+
+/// With the executable named as the allocator's object (-O).
+#[test]
+fn static_binary_with_obj_option() {
+    let bin = fixtures::static_leak();
+    assert_static(&bin);
+    let obj = bin.to_str().expect("UTF-8 path");
+    let run = memleak_json(&["-O", obj], &bin, &["5"]);
+    check_static_report(&run);
+}

@@ -1,0 +1,278 @@
+//! Unwinding variants of tests/fixtures/src/chain.c
+//! (main -> level1 -> level2 -> level3 -> malloc): with frame pointers,
+//! without, and with CFI only in .debug_frame; and proof that the chain
+//! checks can fail (frame-pointer unwinding of code without frame pointers).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::fixtures::ChainVariant;
+use crate::common::*;
+
+const COUNT: u64 = 4;
+const BLOCK: u64 = 48;
+
+fn tool_output(tool: &str, args: &[&str], file: &Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (binutils): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} {} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has_section(bin: &Path, name: &str) -> bool {
+    tool_output("readelf", &["-SW"], bin)
+        .lines()
+        .any(|l| l.split_whitespace().any(|w| w == name))
+}
+
+/// Address of a function symbol (from the static symbol table).
+fn symbol_address(bin: &Path, name: &str) -> u64 {
+    tool_output("nm", &[], bin)
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[2] == name).then(|| u64::from_str_radix(w[0], 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no symbol {name} in {}", bin.display()))
+}
+
+/// Whether an FDE of `section` (".eh_frame" or ".debug_frame") covers `addr`.
+fn fde_covers(bin: &Path, section: &str, addr: u64) -> bool {
+    let dump = tool_output("readelf", &["--debug-dump=frames"], bin);
+    let mut in_section = false;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix("Contents of the ") {
+            in_section = rest.starts_with(&format!("{section} section"));
+            continue;
+        }
+        if !in_section || !line.contains(" FDE ") {
+            continue;
+        }
+        // "... FDE cie=00000000 pc=0000000000001170..0000000000001190"
+        if let Some(range) = line.split("pc=").nth(1) {
+            let mut ends = range.trim().split("..");
+            let lo = u64::from_str_radix(ends.next().unwrap_or(""), 16);
+            let hi = u64::from_str_radix(ends.next().unwrap_or(""), 16);
+            if let (Ok(lo), Ok(hi)) = (lo, hi) {
+                if (lo..hi).contains(&addr) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Whether `function` sets up an rbp frame (`mov %rsp,%rbp`).
+fn sets_up_frame_pointer(bin: &Path, function: &str) -> bool {
+    let dis = tool_output(
+        "objdump",
+        &["-d", &format!("--disassemble={function}")],
+        bin,
+    );
+    dis.contains("mov    %rsp,%rbp")
+}
+
+/// Builds the variant and checks that the build really is what it claims.
+fn build(variant: ChainVariant) -> std::path::PathBuf {
+    let bin = fixtures::chain(variant);
+    let level2 = symbol_address(&bin, "level2");
+    match variant {
+        ChainVariant::FramePointers => {
+            assert!(
+                sets_up_frame_pointer(&bin, "level2"),
+                "{}: level2 has no frame pointer",
+                bin.display()
+            );
+            assert!(
+                fde_covers(&bin, ".eh_frame", level2),
+                "{}: no .eh_frame FDE for level2",
+                bin.display()
+            );
+        }
+        ChainVariant::NoFramePointers => {
+            assert!(
+                !sets_up_frame_pointer(&bin, "level2"),
+                "{}: level2 sets up a frame pointer",
+                bin.display()
+            );
+            assert!(
+                fde_covers(&bin, ".eh_frame", level2),
+                "{}: no .eh_frame FDE for level2",
+                bin.display()
+            );
+            assert!(
+                !has_section(&bin, ".debug_frame"),
+                "{}: unexpected .debug_frame",
+                bin.display()
+            );
+        }
+        ChainVariant::DebugFrameOnly => {
+            assert!(
+                !sets_up_frame_pointer(&bin, "level2"),
+                "{}: level2 sets up a frame pointer",
+                bin.display()
+            );
+            assert!(
+                has_section(&bin, ".debug_frame"),
+                "{}: no .debug_frame section",
+                bin.display()
+            );
+            assert!(
+                fde_covers(&bin, ".debug_frame", level2),
+                "{}: no .debug_frame FDE for level2",
+                bin.display()
+            );
+            assert!(
+                !fde_covers(&bin, ".eh_frame", level2),
+                "{}: .eh_frame covers level2",
+                bin.display()
+            );
+        }
+    }
+    bin
+}
+
+fn expected_chain(src: &Path) -> Vec<At<'static>> {
+    vec![
+        at("level3", "chain.c", call_line(src, "malloc@level3")),
+        at("level2", "chain.c", call_line(src, "level3@level2")),
+        at("level1", "chain.c", call_line(src, "level2@level1")),
+        at("main", "chain.c", call_line(src, "level1@main")),
+    ]
+}
+
+/// Runs the variant and checks the full chain with the marked lines, exact
+/// totals, and that frames #2..#4 were found with one of `methods`.
+fn full_chain(variant: ChainVariant, extra: &[&str], methods: &[&str]) {
+    let bin = build(variant);
+    let src = fixture_src("chain.c");
+    let count = COUNT.to_string();
+    let run = memleak_json(extra, &bin, &[&count]);
+    let report = run.final_report();
+    let expect = run.expect();
+    assert_eq!(
+        (expect.leaked_bytes, expect.leaked_allocations),
+        (COUNT * BLOCK, COUNT),
+        "unexpected ground truth\n{}",
+        run.describe()
+    );
+    let chain = expected_chain(&src);
+    let stacks = report.stacks_with_function("level3");
+    assert!(
+        !stacks.is_empty(),
+        "{variant:?} {extra:?}: no stack through level3:\n{}",
+        report.render()
+    );
+    for stack in &stacks {
+        if let Some(why) = chain_mismatch(stack, 1, &chain) {
+            panic!(
+                "{variant:?} {extra:?}: the stack is not malloc <- level3 <- level2 <- level1 <- main \
+                 with the marked lines: {why}\n{}",
+                report.render()
+            );
+        }
+        assert_allocator_frame(stack, "malloc", Frame::in_libc, &report);
+        for (i, f) in stack.frames[2..=4].iter().enumerate() {
+            assert!(
+                methods.contains(&f.method.as_str()),
+                "{variant:?} {extra:?}: frame #{} was unwound with {:?}, expected one of {methods:?}:\n{}",
+                i + 2,
+                f.method,
+                stack.render()
+            );
+        }
+    }
+    let (bytes, allocations) = report.totals_where(|s| s.has_function("level3"));
+    assert_eq!(
+        (bytes, allocations),
+        (expect.leaked_bytes, expect.leaked_allocations),
+        "{variant:?} {extra:?}: wrong bytes/allocations:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        (expect.leaked_bytes, expect.leaked_allocations),
+        "{variant:?} {extra:?}: wrong outstanding totals:\n{}",
+        report.render()
+    );
+    assert_eq!(
+        report.lost_events,
+        0,
+        "events were lost:\n{}",
+        report.render()
+    );
+}
+
+#[test]
+fn chain_frame_pointers_auto() {
+    full_chain(ChainVariant::FramePointers, &[], &["cfi", "fp"]);
+}
+
+#[test]
+fn chain_frame_pointers_fp() {
+    full_chain(ChainVariant::FramePointers, &["--unwind", "fp"], &["fp"]);
+}
+
+#[test]
+fn chain_no_frame_pointers_auto() {
+    full_chain(ChainVariant::NoFramePointers, &[], &["cfi"]);
+}
+
+#[test]
+fn chain_no_frame_pointers_cfi() {
+    full_chain(
+        ChainVariant::NoFramePointers,
+        &["--unwind", "cfi"],
+        &["cfi"],
+    );
+}
+
+#[test]
+fn chain_debug_frame_only_auto() {
+    full_chain(ChainVariant::DebugFrameOnly, &[], &["cfi"]);
+}
+
+#[test]
+fn chain_debug_frame_only_cfi() {
+    full_chain(ChainVariant::DebugFrameOnly, &["--unwind", "cfi"], &["cfi"]);
+}
+
+/// Frame-pointer unwinding cannot walk code built without frame pointers:
+/// the full chain must not appear. This proves the chain checks above can
+/// fail. The accounting does not depend on the unwinder.
+#[test]
+fn chain_no_frame_pointers_fp_is_incomplete() {
+    let bin = build(ChainVariant::NoFramePointers);
+    let src = fixture_src("chain.c");
+    let count = COUNT.to_string();
+    let run = memleak_json(&["--unwind", "fp"], &bin, &[&count]);
+    let report = run.final_report();
+    let chain = expected_chain(&src);
+    for stack in &report.stacks {
+        assert!(
+            chain_mismatch(stack, 1, &chain).is_some(),
+            "frame-pointer unwinding of a binary without frame pointers produced the full chain:\n{}",
+            report.render()
+        );
+        assert!(
+            !(stack.has_function("level2") && stack.has_function("level1")),
+            "frame-pointer unwinding found level2 and level1 without frame pointers:\n{}",
+            stack.render()
+        );
+    }
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        (COUNT * BLOCK, COUNT),
+        "the accounting must not depend on the unwinder:\n{}",
+        report.render()
+    );
+}
