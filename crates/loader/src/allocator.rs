@@ -191,6 +191,14 @@ pub fn probe_points(
     Ok(points)
 }
 
+fn note_searched(searched: &mut Vec<String>, path: &Path) {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let shown = real.display().to_string();
+    if !searched.contains(&shown) {
+        searched.push(shown);
+    }
+}
+
 /// Finds the allocator of the process whose executable is `exe_path`;
 /// `maps` is the text of its `/proc/PID/maps`, when it is running.
 pub fn find(
@@ -241,7 +249,7 @@ pub fn find(
             debug!("could not find {name} for {}", exe_path.display());
             continue;
         };
-        searched.push(path.display().to_string());
+        note_searched(&mut searched, &path);
         if lib.find_function(&malloc).is_some() {
             let probes = probe_points(&lib, &path, prefix, mmap)?;
             return Ok(Allocator { path, probes });
@@ -250,7 +258,7 @@ pub fn find(
     }
     if let Some(interp) = exe.interpreter() {
         if let Some((path, lib)) = resolve(&interp, &exe, &mapped, &dirs) {
-            searched.push(path.display().to_string());
+            note_searched(&mut searched, &path);
             if lib.find_function(&malloc).is_some() {
                 let probes = probe_points(&lib, &path, prefix, mmap)?;
                 return Ok(Allocator { path, probes });

@@ -242,7 +242,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         (Some(_), Some(_)) => bail!("use either -p PID or a command, not both"),
         (Some(pid), None) => Target::Pid(pid),
         (None, Some(cmd)) => Target::Command(cmd),
-        (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS (see --help)"),
+        (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),
     };
     Ok(Parsed::Run(o))
 }

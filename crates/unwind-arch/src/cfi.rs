@@ -228,6 +228,119 @@ fn translate<A: Arch, S: UnwindSection<Slice>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::x86_64::ArchX86_64;
+    use gimli::write::{
+        CallFrameInstruction as I, CommonInformationEntry, EhFrame as WEhFrame, EndianVec,
+        Expression, FrameDescriptionEntry, FrameTable,
+    };
+    use gimli::{Encoding, Format, LittleEndian, Register, X86_64};
+
+    /// Writes one x86_64 CIE/FDE pair covering 0x1000..0x1100 with the given
+    /// instructions at the given offsets, and returns the rule at `probe`.
+    fn rule_at(instructions: Vec<(u32, I)>, probe: u64) -> Option<UnwindRule> {
+        let encoding = Encoding {
+            format: Format::Dwarf32,
+            version: 1,
+            address_size: 8,
+        };
+        let mut cie = CommonInformationEntry::new(encoding, 1, -8, X86_64::RA);
+        cie.add_instruction(I::Cfa(X86_64::RSP, 8));
+        cie.add_instruction(I::Offset(X86_64::RA, -8));
+        let mut table = FrameTable::default();
+        let cie_id = table.add_cie(cie);
+        let mut fde = FrameDescriptionEntry::new(gimli::write::Address::Constant(0x1000), 0x100);
+        for (off, i) in instructions {
+            fde.add_instruction(off, i);
+        }
+        table.add_fde(cie_id, fde);
+        let mut out = WEhFrame(EndianVec::new(LittleEndian));
+        table.write_eh_frame(&mut out).unwrap();
+        let bytes: &'static [u8] = Box::leak(out.0.into_vec().into_boxed_slice());
+        let mut eh = EhFrame::new(bytes, gimli::RunTimeEndian::Little);
+        eh.set_address_size(8);
+        let bases = BaseAddresses::default().set_eh_frame(0);
+        let index = build_index(&eh, &bases);
+        let off = find_in_index(&index, probe)?;
+        let fde = eh
+            .fde_from_offset(&bases, gimli::EhFrameOffset(off), EhFrame::cie_from_offset)
+            .unwrap();
+        let mut ctx = UnwindContext::new();
+        let row = fde
+            .unwind_info_for_address(&eh, &bases, &mut ctx, probe)
+            .unwrap();
+        translate::<ArchX86_64, _>(row, &eh)
+    }
+
+    #[test]
+    fn translates_cie_and_fde_rows() {
+        let prologue = vec![
+            (1, I::CfaOffset(16)),
+            (1, I::Offset(X86_64::RBP, -16)),
+            (4, I::CfaRegister(X86_64::RBP)),
+        ];
+        // At entry: the CIE's rule.
+        assert_eq!(
+            rule_at(prologue.clone(), 0x1000),
+            Some(UnwindRule {
+                cfa: CfaRule::RegOffset(Reg::Sp, 8),
+                ra: RegRule::AtCfa(-8),
+                fp: RegRule::SameValue
+            })
+        );
+        // After push %rbp.
+        assert_eq!(
+            rule_at(prologue.clone(), 0x1002),
+            Some(UnwindRule {
+                cfa: CfaRule::RegOffset(Reg::Sp, 16),
+                ra: RegRule::AtCfa(-8),
+                fp: RegRule::AtCfa(-16)
+            })
+        );
+        // After mov %rsp,%rbp.
+        assert_eq!(
+            rule_at(prologue, 0x1010),
+            Some(UnwindRule {
+                cfa: CfaRule::RegOffset(Reg::Fp, 16),
+                ra: RegRule::AtCfa(-8),
+                fp: RegRule::AtCfa(-16)
+            })
+        );
+        // Outside the FDE.
+        assert_eq!(rule_at(vec![], 0x1100), None);
+    }
+
+    #[test]
+    fn translates_expressions_and_undefined() {
+        // GCC's realigned main: CFA = *(rbp - 8); rbp saved at [rbp].
+        let mut cfa = Expression::new();
+        cfa.op_breg(X86_64::RBP, -8);
+        cfa.op_deref();
+        let mut fp = Expression::new();
+        fp.op_breg(X86_64::RBP, 0);
+        let r = rule_at(
+            vec![
+                (4, I::CfaExpression(cfa)),
+                (4, I::Expression(X86_64::RBP, fp)),
+            ],
+            0x1010,
+        );
+        assert_eq!(
+            r,
+            Some(UnwindRule {
+                cfa: CfaRule::DerefRegOffset(Reg::Fp, -8),
+                ra: RegRule::AtCfa(-8),
+                fp: RegRule::AtRegOffset(Reg::Fp, 0)
+            })
+        );
+        // _start: the return address is undefined (outermost frame).
+        let r = rule_at(vec![(0, I::Undefined(X86_64::RA))], 0x1000).unwrap();
+        assert_eq!(r.ra, RegRule::Undefined);
+        // A CFA based on a register the unwinder does not track (r10).
+        assert_eq!(
+            rule_at(vec![(2, I::CfaRegister(Register(10)))], 0x1010),
+            None
+        );
+    }
 
     #[test]
     fn breg_forms() {
