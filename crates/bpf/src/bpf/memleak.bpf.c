@@ -26,6 +26,9 @@ typedef long long __s64;
 #define __type(name, val) typeof(val) *name
 #define __always_inline inline __attribute__((always_inline))
 
+/* Allocator calls nested in one another on a thread; more means a lost return. */
+#define MAX_NESTING 16
+
 /* Helper numbers are part of the kernel ABI (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
@@ -166,7 +169,11 @@ static __always_inline struct thread_state *nested(__u32 tid, __u64 sp)
 
 	if (!st || st->depth == 0)
 		return 0;
-	if (sp < st->entry_sp)
+	/* Deeper on the stack: called from inside the allocator. At the same
+	 * sp: tail-called by it (reallocarray -> realloc); both return probes
+	 * fire on the one return. Shallower, or implausibly deep: the outer
+	 * call's return was lost. */
+	if (sp <= st->entry_sp && st->depth < MAX_NESTING)
 		return st;
 	count(C_MISSING_RETURN);
 	st->depth = 0;
