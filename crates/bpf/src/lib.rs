@@ -75,16 +75,19 @@ pub struct Config {
     pub stack_bytes: u32,
     /// Trace every Nth allocation (1: all).
     pub sample_rate: u32,
+    /// Wake the reader once this many bytes are pending in the ring buffer.
+    pub wakeup_bytes: u64,
 }
 
 impl Config {
     /// The bytes of `.rodata` holding this configuration.
-    pub fn to_bytes(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
         b[0..8].copy_from_slice(&self.min_size.to_ne_bytes());
         b[8..16].copy_from_slice(&self.max_size.to_ne_bytes());
         b[16..20].copy_from_slice(&self.stack_bytes.to_ne_bytes());
         b[20..24].copy_from_slice(&self.sample_rate.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.wakeup_bytes.to_ne_bytes());
         b
     }
 }
@@ -235,8 +238,8 @@ pub struct Entry<'a> {
     pub kind: Kind,
     /// Filtered out by size or sampling: only its free side matters.
     pub untracked: bool,
-    /// The stack copy stopped at an unreadable page.
-    pub stack_fault: bool,
+    /// The stack copy reached the stack's end (an unreadable page).
+    pub reached_stack_end: bool,
     /// Requested bytes.
     pub size: u64,
     /// `realloc`'s block passed in.
@@ -299,7 +302,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 const HDR: usize = 16;
 const ENTRY_FIXED: usize = HDR + 8 + 16 + 8 * NR_REGS + 8;
 const F_UNTRACKED: u32 = 1;
-const F_STACK_FAULT: u32 = 2;
+const F_STACK_END: u32 = 2;
 
 impl<'a> Event<'a> {
     /// Parses one ring-buffer record.
@@ -328,7 +331,7 @@ impl<'a> Event<'a> {
                     ts_ns,
                     kind,
                     untracked: flags & F_UNTRACKED != 0,
-                    stack_fault: flags & F_STACK_FAULT != 0,
+                    reached_stack_end: flags & F_STACK_END != 0,
                     size: u64_at(b, 24),
                     old_ptr: u64_at(b, 32),
                     regs,

@@ -86,10 +86,12 @@ fn config_layout() {
         max_size: 2,
         stack_bytes: 3,
         sample_rate: 4,
+        wakeup_bytes: 5,
     };
     let b = c.to_bytes();
     assert_eq!(u64::from_ne_bytes(b[8..16].try_into().unwrap()), 2);
     assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 4);
+    assert_eq!(u64::from_ne_bytes(b[24..32].try_into().unwrap()), 5);
 }
 
 #[test]
@@ -109,7 +111,7 @@ fn parse_records() {
         (e.tid, e.kind, e.size, e.regs[0]),
         (77, Kind::Calloc, 48, 0x1000)
     );
-    assert!(e.stack_fault && !e.untracked);
+    assert!(e.reached_stack_end && !e.untracked);
     assert_eq!(e.stack.len(), 16);
     rec[72..76].copy_from_slice(&17u32.to_ne_bytes());
     assert!(

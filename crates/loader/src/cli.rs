@@ -42,7 +42,7 @@ OPTIONS:
         --max-frames N       Deepest stack unwound [default: 64]
         --unwind MODE        auto (CFI, then frame pointers), cfi, or fp (frame
                              pointers only, as BCC) [default: auto]
-        --ringbuf-mb N       Ring buffer size in MiB [default: 16]
+        --ringbuf-mb N       Ring buffer size in MiB [default: 8]
     -v, --verbose            More logging on stderr (-v info, -vv debug,
                              -vvv trace); RUST_LOG overrides
     -h, --help               Print this help
@@ -132,7 +132,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         stack_bytes: 8192,
         max_frames: 64,
         unwind: UnwindMode::Auto,
-        ringbuf_mb: 16,
+        ringbuf_mb: 8,
         verbose: 0,
     };
     while let Some(arg) = p.next()? {

@@ -160,10 +160,13 @@ fn run(opts: Options) -> Result<()> {
         emit(&report::render(&t, &opts, &losses, is_final, pid))
     };
     loop {
-        if let Err(e) = rb.poll(Duration::from_millis(100)) {
-            if STOP.load(Ordering::SeqCst) {
-                // poll was interrupted by the signal.
-            } else {
+        // Records are submitted without a wakeup until enough are pending:
+        // drain on every tick, woken or not.
+        let polled = rb
+            .poll(Duration::from_millis(50))
+            .and_then(|()| rb.consume());
+        if let Err(e) = polled {
+            if !STOP.load(Ordering::SeqCst) {
                 return Err(anyhow!("reading events: {e:#}"));
             }
         }

@@ -83,6 +83,8 @@ pub fn load(opts: &Options) -> Result<Object> {
         max_size: opts.max_size,
         stack_bytes: opts.stack_bytes,
         sample_rate: opts.sample_rate,
+        // Wake the reader at 1/8 of the ring; it also drains on a timer.
+        wakeup_bytes: u64::from(opts.ringbuf_mb) << 17,
     };
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();

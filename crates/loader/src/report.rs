@@ -44,7 +44,6 @@ pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
     named.push(("bad_records", u.bad_records));
     named.push(("truncated_stacks", u.truncated_stacks));
     named.push(("unwind_stopped", u.unwind_stopped));
-    named.push(("stack_copy_faults", u.stack_copy_faults));
     lost += prog_misses + u.unpaired_returns + u.bad_records;
     Losses {
         named,
@@ -288,11 +287,7 @@ pub fn render(
                     *v > 0
                         && !matches!(
                             *n,
-                            "nested_calls"
-                                | "sampled_out"
-                                | "size_filtered"
-                                | "truncated_stacks"
-                                | "stack_copy_faults"
+                            "nested_calls" | "sampled_out" | "size_filtered" | "truncated_stacks"
                         )
                 })
                 .map(|(n, v)| format!("{n} {v}"))

@@ -58,8 +58,6 @@ pub struct UserCounts {
     /// Allocations whose stack walk stopped at a frame without unwind info
     /// or at an impossible rule.
     pub unwind_stopped: u64,
-    /// Allocations whose stack copy stopped at an unreadable page.
-    pub stack_copy_faults: u64,
     /// Entry records handled.
     pub entries: u64,
     /// Free records handled.
@@ -184,7 +182,7 @@ impl Tracker {
             e.regs,
             e.stack,
             cfg!(target_endian = "big"),
-            e.stack_fault,
+            e.reached_stack_end,
             &self.modules,
             &mut self.frames,
         )
@@ -210,9 +208,6 @@ impl Tracker {
                 if self.modules.find(pc).is_none() {
                     self.unknown_pcs.insert(pc);
                 }
-            }
-            if e.stack_fault {
-                self.counts.stack_copy_faults += 1;
             }
             match end {
                 StackEnd::Outermost => {}

@@ -29,6 +29,10 @@ typedef long long __s64;
 /* Allocator calls nested in one another on a thread; more means a lost return. */
 #define MAX_NESTING 16
 
+/* Record classes for copies up to a known stack end. */
+#define SMALL_STACK 2048
+#define MEDIUM_STACK 4096
+
 /* Helper numbers are part of the kernel ABI (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
@@ -37,6 +41,11 @@ static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
+
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
+#define BPF_RB_AVAIL_DATA 0
 
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
@@ -106,6 +115,7 @@ const volatile struct config cfg = {
 	.max_size = ~0ULL,
 	.stack_bytes = 8192,
 	.sample_rate = 1,
+	.wakeup_bytes = 1 << 20,
 };
 
 /* Per-thread state between an allocator's entry and its return. */
@@ -116,6 +126,7 @@ struct thread_state {
 	__u32 kind;
 	__u32 emitted;  /* 1 when the entry event was sent (its return must be sent too) */
 	__u32 _pad;
+	__u64 stack_end; /* first unreadable address above this thread's sp, once seen */
 };
 
 struct {
@@ -127,7 +138,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20); /* the loader may resize */
+	__uint(max_entries, 8 << 20); /* the loader may resize */
 } events SEC(".maps");
 
 struct {
@@ -152,46 +163,69 @@ static __always_inline void count(__u32 idx)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
+/*
+ * Submits a record, waking the reader only once enough is pending: a wakeup
+ * per record (an IPI to the reader's CPU) costs more than the probe itself.
+ * The reader also drains the buffer on a timer.
+ */
+static __always_inline void submit(void *rec)
+{
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(rec, pending >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline __u32 current_tid(void)
 {
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
 /*
- * Returns the thread's state when this call is nested inside another
- * allocator call on the same thread (calloc -> malloc inside libc), so the
- * caller counts it once. A stale state (the outer return never came: the new
- * entry is not deeper on the stack) is counted and reset.
+ * True when a call at `sp` is nested inside another allocator call on the
+ * same thread (calloc -> malloc inside libc), so the caller counts it once.
+ * Deeper on the stack: called from inside the allocator. At the same sp:
+ * tail-called by it (reallocarray -> realloc); both return probes fire on
+ * the one return. Shallower, or implausibly deep: the outer call's return
+ * was lost; that is counted and the state reset.
  */
-static __always_inline struct thread_state *nested(__u32 tid, __u64 sp)
+static __always_inline int nested(struct thread_state *st, __u64 sp)
 {
-	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
-
 	if (!st || st->depth == 0)
 		return 0;
-	/* Deeper on the stack: called from inside the allocator. At the same
-	 * sp: tail-called by it (reallocarray -> realloc); both return probes
-	 * fire on the one return. Shallower, or implausibly deep: the outer
-	 * call's return was lost. */
 	if (sp <= st->entry_sp && st->depth < MAX_NESTING)
-		return st;
+		return 1;
 	count(C_MISSING_RETURN);
 	st->depth = 0;
 	return 0;
 }
 
-/* Copies user memory [sp, sp + cfg.stack_bytes) in page-sized pieces, so one
- * unreadable page (the end of the stack) only cuts the copy there. */
-static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u32 *flags)
+/*
+ * Copies user memory from sp up to cfg.stack_bytes or the stack's end,
+ * whichever comes first. The end is learnt per thread: the first copy goes
+ * page by page and remembers the first unreadable page (a fault costs far
+ * more than a copy), later copies stop right there in one read.
+ */
+static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u64 *stack_end,
+					__u32 *flags)
 {
 	__u64 limit = cfg.stack_bytes;
 	__u64 len = 0;
 
 	if (limit > MAX_STACK_BYTES)
 		limit = MAX_STACK_BYTES;
-	/* Fast path: the whole range at once. */
+	if (*stack_end > sp && *stack_end - sp <= limit) {
+		limit = *stack_end - sp;
+		*flags |= F_STACK_END;
+	}
+	asm volatile("" : "+r"(limit));
+	if (limit > MAX_STACK_BYTES)
+		return 0; /* bound for the verifier; never true */
 	if (bpf_probe_read_user(e->stack, limit, (const void *)(long)sp) == 0)
 		return limit;
+	*flags &= ~F_STACK_END;
+	limit = cfg.stack_bytes;
+	if (limit > MAX_STACK_BYTES)
+		limit = MAX_STACK_BYTES;
 	for (int i = 0; i < MAX_STACK_BYTES / COPY_CHUNK + 1; i++) {
 		__u64 addr = sp + len;
 		__u64 chunk = COPY_CHUNK - (addr & (COPY_CHUNK - 1));
@@ -206,7 +240,8 @@ static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u32 *
 		if (chunk > COPY_CHUNK || len > MAX_STACK_BYTES)
 			break;
 		if (bpf_probe_read_user(e->stack + len, chunk, (const void *)(long)addr) != 0) {
-			*flags |= F_STACK_FAULT;
+			*flags |= F_STACK_END;
+			*stack_end = addr;
 			break;
 		}
 		len += chunk;
@@ -214,21 +249,40 @@ static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u32 *
 	return len;
 }
 
+/* One read of `need` bytes (<= room) up to the thread's known stack end.
+ * If it fails (the end moved: a new thread with the same tid), the copy is
+ * empty and the end is forgotten, so the next call learns it again. */
+static __always_inline __u32 copy_known(struct entry_event *e, __u64 sp, __u64 need, __u64 room,
+					__u64 *stack_end, __u32 *flags)
+{
+	asm volatile("" : "+r"(need));
+	if (need > room)
+		return 0; /* bound for the verifier; never true */
+	if (bpf_probe_read_user(e->stack, need, (const void *)(long)sp) != 0) {
+		*stack_end = 0;
+		return 0;
+	}
+	*flags |= F_STACK_END;
+	return need;
+}
+
 static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 old_ptr,
 				    __u64 memptr)
 {
 	__u32 tid = current_tid();
 	__u64 sp = REG_SP(ctx);
-	struct thread_state *st = nested(tid, sp);
+	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
 	struct thread_state fresh = {};
 	struct entry_event *e;
+	__u64 stack_end, need;
 	__u32 flags = 0;
 
-	if (st) {
+	if (nested(st, sp)) {
 		st->depth++;
 		count(C_NESTED);
 		return 0;
 	}
+	stack_end = st ? st->stack_end : 0;
 	if (size < cfg.min_size || size > cfg.max_size) {
 		count(C_FILTERED);
 		flags |= F_UNTRACKED;
@@ -246,6 +300,7 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size,
 	fresh.memptr = memptr;
 	fresh.depth = 1;
 	fresh.kind = kind;
+	fresh.stack_end = stack_end;
 	/* An untracked call still needs its return for realloc's free side. */
 	fresh.emitted = !(flags & F_UNTRACKED) || kind == K_REALLOC || kind == K_REALLOCARRAY;
 	if (bpf_map_update_elem(&threads, &tid, &fresh, 0) != 0) {
@@ -255,10 +310,24 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size,
 	if (!fresh.emitted)
 		return 0;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e) + (flags & F_UNTRACKED ? 0 : cfg.stack_bytes + COPY_CHUNK), 0);
+	/*
+	 * Reserve what the copy needs: once the thread's stack end is known,
+	 * the copy is one read of (stack_end - sp) bytes and a small record
+	 * class fits; otherwise stack_bytes plus a chunk of slack for the
+	 * page-wise copy.
+	 */
+	need = (stack_end > sp && stack_end - sp <= cfg.stack_bytes) ? stack_end - sp : ~0ULL;
+	if (flags & F_UNTRACKED)
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	else if (need <= SMALL_STACK)
+		e = bpf_ringbuf_reserve(&events, sizeof(*e) + SMALL_STACK, 0);
+	else if (need <= MEDIUM_STACK)
+		e = bpf_ringbuf_reserve(&events, sizeof(*e) + MEDIUM_STACK, 0);
+	else
+		e = bpf_ringbuf_reserve(&events, sizeof(*e) + cfg.stack_bytes + COPY_CHUNK, 0);
+	st = bpf_map_lookup_elem(&threads, &tid);
 	if (!e) {
 		count(C_RINGBUF_DROPS);
-		st = bpf_map_lookup_elem(&threads, &tid);
 		if (st)
 			st->emitted = 0;
 		return 0;
@@ -274,9 +343,18 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size,
 	e->regs[2] = REG_FP(ctx);
 	e->regs[3] = REG_RA(ctx);
 	e->_pad = 0;
-	e->stack_len = (flags & F_UNTRACKED) ? 0 : copy_stack(e, sp, &flags);
+	if (flags & F_UNTRACKED)
+		e->stack_len = 0;
+	else if (need <= SMALL_STACK)
+		e->stack_len = copy_known(e, sp, need, SMALL_STACK, &stack_end, &flags);
+	else if (need <= MEDIUM_STACK)
+		e->stack_len = copy_known(e, sp, need, MEDIUM_STACK, &stack_end, &flags);
+	else
+		e->stack_len = copy_stack(e, sp, &stack_end, &flags);
 	e->flags = flags;
-	bpf_ringbuf_submit(e, 0);
+	if (st)
+		st->stack_end = stack_end;
+	submit(e);
 	return 0;
 }
 
@@ -285,7 +363,7 @@ static __always_inline int on_free(__u32 kind, __u64 addr, __u64 len, __u64 sp)
 	__u32 tid = current_tid();
 	struct free_event *e;
 
-	if (nested(tid, sp)) {
+	if (nested(bpf_map_lookup_elem(&threads, &tid), sp)) {
 		count(C_NESTED);
 		return 0; /* realloc's own free, or malloc's munmap */
 	}
@@ -303,7 +381,7 @@ static __always_inline int on_free(__u32 kind, __u64 addr, __u64 len, __u64 sp)
 	e->_pad = 0;
 	e->addr = addr;
 	e->len = len;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -410,7 +488,7 @@ int alloc_return(struct pt_regs *ctx)
 	e->hdr.tid = tid;
 	e->hdr.ts_ns = bpf_ktime_get_ns();
 	e->retval = ret;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

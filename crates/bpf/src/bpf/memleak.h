@@ -29,7 +29,7 @@
 
 /* entry_event.flags */
 #define F_UNTRACKED   1 /* filtered out (size or sampling): only the free side matters */
-#define F_STACK_FAULT 2 /* the stack copy stopped at an unreadable page before stack_bytes */
+#define F_STACK_END   2 /* the stack copy reached the stack's end (an unreadable page) before stack_bytes */
 
 /* Loss and bookkeeping counters (index into the per-CPU `counters` array). */
 #define C_RINGBUF_DROPS   0 /* bpf_ringbuf_reserve failed: event lost */
@@ -55,6 +55,7 @@ struct config {
 	unsigned long long max_size;
 	unsigned int stack_bytes; /* bytes to copy from sp, <= MAX_STACK_BYTES, multiple of 8 */
 	unsigned int sample_rate; /* 1: every allocation */
+	unsigned long long wakeup_bytes; /* wake the reader once this much is pending */
 };
 
 struct event_hdr {
