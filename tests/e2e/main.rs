@@ -4,7 +4,7 @@
 //! `tests/fixtures/src/` with gcc/g++, runs them under `memleak --format json`
 //! and compares the reports with ground truth the programs print themselves
 //! (`EXPECT ...` lines on stderr), with the `/* CALL:... */` line markers in
-//! their sources and, for the accounting, with valgrind.
+//! their sources and, for whole-program totals, with valgrind.
 //!
 //! The tests need root (BPF and uprobes) and fail, never skip, without it.
 //! Run them with `cargo test -p memleak-loader --test e2e`.

@@ -92,3 +92,19 @@ fn valgrind_agrees_on_cxx() {
     let bin = fixtures::cxx_leak();
     cross_check(&bin, &["8"]);
 }
+
+/// Includes glibc's own per-thread bookkeeping (TLS vectors of the joined
+/// threads), allocated through calloc by the dynamic loader.
+#[test]
+fn valgrind_agrees_on_threads() {
+    let bin = fixtures::threads();
+    cross_check(&bin, &["400", "2"]);
+}
+
+/// Includes what dlopen allocates for the plugin (link map, search paths).
+#[test]
+fn valgrind_agrees_on_dlopen() {
+    let plugin = fixtures::plugin();
+    let bin = fixtures::dlopen_main();
+    cross_check(&bin, &[plugin.to_str().expect("UTF-8 path"), "6"]);
+}

@@ -1,8 +1,11 @@
 //! The one place that picks an architecture at run time, from an ELF
 //! `e_machine`; everything below it is generic and monomorphized.
 
+use crate::aarch64::{ArchAarch64, UnwindRegsAarch64};
 use crate::arch::Arch;
+use crate::mips32::{ArchMips32, UnwindRegsMips32};
 use crate::module::ModuleMap;
+use crate::regs::UnwindRegs;
 use crate::stack::StackSnapshot;
 use crate::unwinder::{Frame, StackEnd, UnwindMode, Unwinder};
 use crate::x86_64::{ArchX86_64, UnwindRegsX86_64};
@@ -11,6 +14,10 @@ use crate::x86_64::{ArchX86_64, UnwindRegsX86_64};
 pub enum AnyUnwinder {
     /// x86_64
     X86_64(Unwinder<ArchX86_64>),
+    /// aarch64
+    Aarch64(Unwinder<ArchAarch64>),
+    /// mips32 (o32), either byte order
+    Mips32(Unwinder<ArchMips32>),
 }
 
 impl AnyUnwinder {
@@ -20,6 +27,12 @@ impl AnyUnwinder {
             m if m == ArchX86_64::ELF_MACHINE => {
                 Some(AnyUnwinder::X86_64(Unwinder::new(mode, max_frames)))
             }
+            m if m == ArchAarch64::ELF_MACHINE => {
+                Some(AnyUnwinder::Aarch64(Unwinder::new(mode, max_frames)))
+            }
+            m if m == ArchMips32::ELF_MACHINE => {
+                Some(AnyUnwinder::Mips32(Unwinder::new(mode, max_frames)))
+            }
             _ => None,
         }
     }
@@ -28,6 +41,8 @@ impl AnyUnwinder {
     pub fn arch_name(&self) -> &'static str {
         match self {
             AnyUnwinder::X86_64(_) => ArchX86_64::NAME,
+            AnyUnwinder::Aarch64(_) => ArchAarch64::NAME,
+            AnyUnwinder::Mips32(_) => ArchMips32::NAME,
         }
     }
 
@@ -42,17 +57,30 @@ impl AnyUnwinder {
         modules: &ModuleMap,
         frames: &mut Vec<Frame>,
     ) -> StackEnd {
+        fn go<A: Arch>(
+            u: &mut Unwinder<A>,
+            regs: UnwindRegs,
+            stack: &[u8],
+            big_endian: bool,
+            reached_end: bool,
+            modules: &ModuleMap,
+            frames: &mut Vec<Frame>,
+        ) -> StackEnd {
+            let snap = StackSnapshot::new(regs.sp, stack, A::ADDRESS_SIZE, big_endian, reached_end);
+            u.unwind(regs, true, &snap, modules, frames)
+        }
         match self {
             AnyUnwinder::X86_64(u) => {
-                let regs = UnwindRegsX86_64::from_raw(raw_regs);
-                let snap = StackSnapshot::new(
-                    regs.rsp,
-                    stack,
-                    ArchX86_64::ADDRESS_SIZE,
-                    big_endian,
-                    reached_end,
-                );
-                u.unwind(regs.into(), true, &snap, modules, frames)
+                let regs = UnwindRegsX86_64::from_raw(raw_regs).into();
+                go(u, regs, stack, big_endian, reached_end, modules, frames)
+            }
+            AnyUnwinder::Aarch64(u) => {
+                let regs = UnwindRegsAarch64::from_raw(raw_regs).into();
+                go(u, regs, stack, big_endian, reached_end, modules, frames)
+            }
+            AnyUnwinder::Mips32(u) => {
+                let regs = UnwindRegsMips32::from_raw(raw_regs).into();
+                go(u, regs, stack, big_endian, reached_end, modules, frames)
             }
         }
     }
@@ -61,6 +89,8 @@ impl AnyUnwinder {
     pub fn cache_stats(&self) -> crate::CacheStats {
         match self {
             AnyUnwinder::X86_64(u) => u.cache_stats(),
+            AnyUnwinder::Aarch64(u) => u.cache_stats(),
+            AnyUnwinder::Mips32(u) => u.cache_stats(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The [`Arch`] trait: what the shared unwinder needs to know about an
 //! architecture.
 
+use crate::elf::ElfFile;
 use crate::rule::{RegRule, UnwindRule};
+use crate::unwinder::Method;
 
 /// An architecture the unwinder can walk, on any host.
 ///
@@ -35,6 +37,15 @@ pub trait Arch: Copy + 'static {
     /// it (the ABI's default: the column keeps its value, or it is saved by
     /// the CIE's initial instructions).
     fn default_ra_rule() -> RegRule;
+
+    /// The rule for a PC that has no CFI: by default the frame-pointer rule;
+    /// mips32 analyses the function's prologue instead. `elf` is the file
+    /// holding `svma` (the address looked up, as stated in the file), when
+    /// it is known.
+    fn fallback_rule(elf: Option<&ElfFile>, svma: u64) -> Option<(UnwindRule, Method)> {
+        let _ = (elf, svma);
+        Self::frame_pointer_rule().map(|r| (r, Method::Fp))
+    }
 
     /// Removes bits that are not part of the address (aarch64 pointer
     /// authentication codes). Identity elsewhere.

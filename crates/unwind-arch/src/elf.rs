@@ -338,6 +338,13 @@ impl ElfFile {
             .map(|s| svma - s.vaddr + s.offset)
     }
 
+    /// `len` bytes of the file's contents at address `svma` (code, for
+    /// prologue analysis).
+    pub fn read_at_svma(&self, svma: u64, len: usize) -> Option<&'static [u8]> {
+        let off = self.svma_to_file_offset(svma)? as usize;
+        self.data.get(off..off.checked_add(len)?)
+    }
+
     /// Converts a file offset to the address stated in the file.
     pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
         self.segments

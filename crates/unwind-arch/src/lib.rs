@@ -41,12 +41,14 @@
 
 #![deny(missing_docs)]
 
+mod aarch64;
 mod any;
 mod arch;
 mod cache;
 mod cfi;
 mod elf;
 mod error;
+mod mips32;
 mod module;
 mod regs;
 mod rule;
@@ -54,12 +56,14 @@ mod stack;
 mod unwinder;
 mod x86_64;
 
+pub use aarch64::{ArchAarch64, UnwindRegsAarch64};
 pub use any::AnyUnwinder;
 pub use arch::Arch;
 pub use cache::CacheStats;
 pub use cfi::{find_cfi_rule, CfiLookup, CfiSource, UnwindContext};
 pub use elf::{demangle, ElfFile, SymbolizedFrame};
 pub use error::{ElfError, UnwindError};
+pub use mips32::{analyze_prologue, ArchMips32, UnwindRegsMips32};
 pub use module::{parse_proc_maps, ElfCache, Mapping, MapsEntry, ModuleMap};
 pub use regs::UnwindRegs;
 pub use rule::{CfaRule, Reg, RegRule, UnwindRule};

@@ -124,37 +124,31 @@ impl<A: Arch> Unwinder<A> {
     }
 
     fn rule_for(&mut self, modules: &ModuleMap, avma: u64) -> Option<(UnwindRule, Method)> {
-        let fallback = || A::frame_pointer_rule().map(|r| (r, Method::Fp));
         if self.mode == UnwindMode::FramePointer {
-            return fallback();
+            return A::frame_pointer_rule().map(|r| (r, Method::Fp));
         }
-        let Some(m) = modules.find(avma) else {
-            return if self.mode == UnwindMode::Auto {
-                fallback()
-            } else {
-                None
+        let found = modules
+            .find(avma)
+            .and_then(|m| Some((m, m.avma_to_svma(avma)?)));
+        let Some((m, svma)) = found else {
+            return match self.mode {
+                UnwindMode::Auto => A::fallback_rule(None, avma),
+                _ => None,
             };
         };
-        let Some(svma) = m.avma_to_svma(avma) else {
-            return fallback();
-        };
         let file = m.elf.id();
-        let found = match self.cache.get(file, svma) {
-            Some(r) => r,
-            None => {
-                let r = match find_cfi_rule::<A>(&m.elf, svma, &mut self.ctx) {
-                    CfiLookup::Rule(rule, _) => Some((rule, Method::Cfi)),
-                    CfiLookup::Unsupported | CfiLookup::NotCovered => None,
-                };
-                self.cache.insert(file, svma, r);
-                r
-            }
-        };
-        match found {
-            Some(r) => Some(r),
-            None if self.mode == UnwindMode::Auto => fallback(),
-            None => None,
+        if let Some(r) = self.cache.get(file, svma) {
+            return r;
         }
+        let r = match find_cfi_rule::<A>(&m.elf, svma, &mut self.ctx) {
+            CfiLookup::Rule(rule, _) => Some((rule, Method::Cfi)),
+            CfiLookup::Unsupported | CfiLookup::NotCovered => match self.mode {
+                UnwindMode::Auto => A::fallback_rule(Some(&m.elf), svma),
+                _ => None,
+            },
+        };
+        self.cache.insert(file, svma, r);
+        r
     }
 
     /// Walks the stack from `regs`, appending frames to `frames` (innermost

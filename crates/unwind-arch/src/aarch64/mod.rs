@@ -1,0 +1,9 @@
+//! aarch64 (AAPCS64).
+
+mod arch;
+mod dwarf;
+mod regs;
+mod rule;
+
+pub use arch::ArchAarch64;
+pub use regs::UnwindRegsAarch64;
