@@ -16,9 +16,17 @@ pub struct StackReport<'a> {
     pub bytes: u64,
     pub allocations: u64,
     pub oldest_ns: u64,
-    pub frames: &'a [ReportFrame],
+    /// Index of the stack in the tracker (symbolized only when shown).
+    pub index: u32,
+    pub tracker: &'a Tracker,
     pub end: &'static str,
     pub allocs: Vec<(u64, u64, u64)>, // address, size, age ns
+}
+
+impl StackReport<'_> {
+    fn frames(&self) -> &[ReportFrame] {
+        self.tracker.symbolized(self.index)
+    }
 }
 
 /// Every loss counter, by name, and their sum.
@@ -92,7 +100,8 @@ fn group<'a>(
             bytes: 0,
             allocations: 0,
             oldest_ns: 0,
-            frames: &s.frames,
+            index: a.stack,
+            tracker,
             end: end_name(s.end),
             allocs: Vec::new(),
         });
@@ -221,7 +230,7 @@ pub fn render(
                     s.oldest_ns / 1_000_000,
                     s.end
                 );
-                for (j, f) in s.frames.iter().enumerate() {
+                for (j, f) in s.frames().iter().enumerate() {
                     if j > 0 {
                         out.push(',');
                     }
@@ -309,7 +318,7 @@ fn text_stack(out: &mut String, s: &StackReport<'_>, what: &str, show_allocs: bo
         s.id,
         s.oldest_ns as f64 / 1e9
     );
-    for (i, f) in s.frames.iter().enumerate() {
+    for (i, f) in s.frames().iter().enumerate() {
         let mut line = format!("    #{i} {:#018x} ", f.address);
         match &f.function {
             Some(name) => {

@@ -1,13 +1,19 @@
 //! Turns ring-buffer records into outstanding allocations: pairs each
-//! allocator entry with its return per thread, unwinds and symbolizes each
-//! new stack once, and applies frees.
+//! allocator entry with its return per thread, unwinds each new stack once
+//! (symbolized when a report first shows it), and applies frees.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use log::{debug, warn};
 use memleak_bpf::{Entry, Event, Kind};
-use memleak_unwind_arch::{AnyUnwinder, ElfCache, Frame, ModuleMap, StackEnd};
+use memleak_unwind_arch::{
+    AnyUnwinder, ElfCache, ElfFile, Frame, ModuleMap, StackEnd, SymbolizedFrame,
+};
+
+/// Symbolized frames by (file id, address in the file).
+type SymbolCache = HashMap<(usize, u64), Rc<Vec<SymbolizedFrame>>>;
 
 /// A frame of a report, symbolized.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +31,10 @@ pub struct ReportFrame {
 /// A unique stack.
 pub struct StackInfo {
     pub id: u32,
-    pub frames: Vec<ReportFrame>,
+    frames: Vec<Frame>,
+    /// Each frame's file and address in it, when it was in a known module.
+    located: Vec<Option<(Rc<ElfFile>, u64)>>,
+    symbolized: OnceCell<Vec<ReportFrame>>,
     pub end: StackEnd,
 }
 
@@ -76,7 +85,7 @@ pub struct Tracker {
     pub mmaps: BTreeMap<u64, Alloc>,
     pub stacks: Vec<StackInfo>,
     stack_index: HashMap<Vec<Frame>, u32>,
-    sym_cache: HashMap<(usize, u64), Rc<Vec<memleak_unwind_arch::SymbolizedFrame>>>,
+    sym_cache: RefCell<SymbolCache>,
     frames: Vec<Frame>,
     pub counts: UserCounts,
     trace: bool,
@@ -109,7 +118,7 @@ impl Tracker {
             mmaps: BTreeMap::new(),
             stacks: Vec::new(),
             stack_index: HashMap::new(),
-            sym_cache: HashMap::new(),
+            sym_cache: RefCell::new(HashMap::new()),
             frames: Vec::new(),
             counts: UserCounts::default(),
             trace,
@@ -233,71 +242,75 @@ impl Tracker {
             return i;
         }
         let frames = std::mem::take(&mut self.frames);
-        let symbolized = self.symbolize(&frames);
+        // Keep each frame's file now (it may be unmapped or the process gone
+        // by report time); symbolize only when a report shows the stack.
+        let located = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let m = self.modules.find(f.address)?;
+                // Return addresses point after the call: look up the call.
+                let back = u64::from(i > 0);
+                let svma = m.avma_to_svma(f.address.saturating_sub(back))?;
+                Some((m.elf.clone(), svma))
+            })
+            .collect();
         let index = self.stacks.len() as u32;
         self.stacks.push(StackInfo {
             id: fnv1a(&frames),
-            frames: symbolized,
+            frames: frames.clone(),
+            located,
+            symbolized: OnceCell::new(),
             end,
         });
         self.stack_index.insert(frames, index);
         index
     }
 
-    fn symbolize(&mut self, frames: &[Frame]) -> Vec<ReportFrame> {
-        let mut out = Vec::new();
-        for (i, f) in frames.iter().enumerate() {
-            let module = self.modules.find(f.address).cloned();
-            let Some(m) = module else {
-                out.push(ReportFrame {
+    /// The frames of stack `index`, symbolized (once).
+    pub fn symbolized(&self, index: u32) -> &[ReportFrame] {
+        let s = &self.stacks[index as usize];
+        s.symbolized.get_or_init(|| {
+            let mut cache = self.sym_cache.borrow_mut();
+            let mut out = Vec::new();
+            for (i, (f, loc)) in s.frames.iter().zip(&s.located).enumerate() {
+                let back = u64::from(i > 0);
+                let unknown = |module: Option<String>| ReportFrame {
                     address: f.address,
                     function: None,
                     offset: None,
                     file: None,
                     line: None,
-                    module: None,
+                    module,
                     method: f.method.name(),
                     inlined: false,
-                });
-                continue;
-            };
-            // Return addresses point after the call: symbolize the call.
-            let back = u64::from(i > 0);
-            let svma = m.avma_to_svma(f.address.saturating_sub(back));
-            let syms = match svma {
-                Some(svma) => self
-                    .sym_cache
-                    .entry((m.elf.id(), svma))
-                    .or_insert_with(|| Rc::new(m.elf.symbolize(svma)))
-                    .clone(),
-                None => Rc::new(Vec::new()),
-            };
-            if syms.is_empty() {
-                out.push(ReportFrame {
-                    address: f.address,
-                    function: None,
-                    offset: None,
-                    file: None,
-                    line: None,
-                    module: Some(m.elf.path().to_string()),
-                    method: f.method.name(),
-                    inlined: false,
-                });
+                };
+                let Some((elf, svma)) = loc else {
+                    out.push(unknown(None));
+                    continue;
+                };
+                let syms = cache
+                    .entry((elf.id(), *svma))
+                    .or_insert_with(|| Rc::new(elf.symbolize(*svma)))
+                    .clone();
+                if syms.is_empty() {
+                    out.push(unknown(Some(elf.path().to_string())));
+                }
+                for sym in syms.iter() {
+                    out.push(ReportFrame {
+                        address: f.address,
+                        function: sym.function.clone(),
+                        offset: sym.offset.map(|o| o + back),
+                        file: sym.file.clone(),
+                        line: sym.line,
+                        module: Some(elf.path().to_string()),
+                        method: f.method.name(),
+                        inlined: sym.inlined,
+                    });
+                }
             }
-            for s in syms.iter() {
-                out.push(ReportFrame {
-                    address: f.address,
-                    function: s.function.clone(),
-                    offset: s.offset.map(|o| o + back),
-                    file: s.file.clone(),
-                    line: s.line,
-                    module: Some(m.elf.path().to_string()),
-                    method: f.method.name(),
-                    inlined: s.inlined,
-                });
-            }
-        }
-        out
+            out
+        })
     }
 
     fn insert(&mut self, addr: u64, p: &Pending) {
