@@ -1,12 +1,59 @@
 #!/usr/bin/env bash
-# Installs what building and testing memleak needs on Debian 12 (idempotent):
-# apt packages, the rustup target for static builds, rustfmt and clippy.
+# shellcheck disable=SC2154 # t_* variables are set by target_load (scripts/targets.sh)
+# Installs what building and testing memleak needs on Debian 12 (idempotent;
+# no network when nothing is missing): apt packages, rustup targets and
+# components, and for the cross targets in targets/*.toml their C cross
+# compilers and libc headers, cargo-zigbuild with zig (PyPI, into the user's
+# Python) and the nightly toolchain with rust-src (tier-3 targets, -Zbuild-std).
+#
+# Usage: scripts/deps.sh [host|all|TARGET...]
+#   host    what the host build and tests need (x86_64, musl)
+#   all     host + every target in targets/ (the default)
+#   TARGET  host + that target (name as in targets/, or its Rust triple)
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/targets.sh
+. "$root/scripts/targets.sh"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
+# Versions that build the cross targets together (cargo-zigbuild drives zig cc).
+ZIGLANG_VERSION=0.15.2
+CARGO_ZIGBUILD_VERSION=0.24.0
+
+[ $# -gt 0 ] || set -- all
+specs=()
+for a in "$@"; do
+    [ "$a" = host ] || specs+=("$a")
+done
+files=()
+if [ ${#specs[@]} -gt 0 ]; then
+    target_files "${specs[@]}" >/dev/null || exit 2
+    mapfile -t files < <(target_files "${specs[@]}")
+fi
+
 pkgs=(clang llvm libelf-dev zlib1g-dev autoconf automake autopoint libtool flex bison gawk
       gettext pkg-config make gcc g++ musl-tools valgrind file libc6-dbg)
+need_zig=0
+rust_targets=()   # "toolchain triple" for targets with a prebuilt std
+build_std_toolchains=()
+for f in "${files[@]}"; do
+    target_load "$f"
+    if [ "$t_sysroot" != / ]; then
+        # <gnu_triple>-gcc builds the test fixtures; its libc headers feed bindgen.
+        pkgs+=("gcc-$t_gnu_triple" "libc6-dev-$t_debian_arch-cross")
+        # qemu-<arch>-static runs the target's test binaries and fixtures.
+        pkgs+=(qemu-user-static)
+    fi
+    [ "$t_builder" = zigbuild ] && need_zig=1
+    if [ "$t_build_std" = true ]; then
+        build_std_toolchains+=("$t_toolchain")
+    else
+        rust_targets+=("$t_toolchain $t_triple")
+    fi
+done
+[ $need_zig -eq 0 ] || pkgs+=(python3)
+
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +70,66 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >&2
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl >&2
+
+# Rust toolchains and targets. "stable" means the default toolchain, which
+# builds the host (see build-static.sh).
+have_toolchain() {
+    [ "$1" = stable ] || rustup toolchain list | grep -q "^$1-"
+}
+add_toolchain() {
+    have_toolchain "$1" || rustup toolchain install "$1" --profile minimal >&2
+}
+tc_arg() {
+    [ "$1" = stable ] || echo "--toolchain=$1"
+}
+for tt in "${rust_targets[@]}"; do
+    tc=${tt% *} triple=${tt#* }
+    add_toolchain "$tc"
+    # shellcheck disable=SC2046
+    rustup target list --installed $(tc_arg "$tc") | grep -qx "$triple" ||
+        rustup target add $(tc_arg "$tc") "$triple" >&2
+done
+for tc in "${build_std_toolchains[@]}"; do
+    add_toolchain "$tc"
+    # shellcheck disable=SC2046
+    rustup component list --installed $(tc_arg "$tc") | grep -q '^rust-src' ||
+        rustup component add rust-src $(tc_arg "$tc") >&2
+done
+
+# cargo-zigbuild and zig from PyPI, into the user's Python (~/.local/bin on PATH
+# is set up by build-static.sh).
+if [ $need_zig -eq 1 ]; then
+    pyver() {
+        python3 -c 'import importlib.metadata as m, sys
+try: print(m.version(sys.argv[1]))
+except m.PackageNotFoundError: pass' "$1"
+    }
+    if [ "$(pyver ziglang)" != "$ZIGLANG_VERSION" ] || [ "$(pyver cargo-zigbuild)" != "$CARGO_ZIGBUILD_VERSION" ]; then
+        echo "deps: installing ziglang $ZIGLANG_VERSION, cargo-zigbuild $CARGO_ZIGBUILD_VERSION (pip)" >&2
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null
+        fi
+        pipargs=(--user)
+        # Inside a virtualenv there is no user site: install into the venv.
+        python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' && pipargs=()
+        # Debian's own python3 refuses user installs without this (PEP 668).
+        if python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+            pipargs+=(--break-system-packages)
+        fi
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pipargs[@]}" \
+            "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" >&2
+    fi
+    PATH="$(python3 -m site --user-base)/bin:$PATH"
+    if ! cargo-zigbuild --version >/dev/null 2>&1 || ! cargo zigbuild --help >/dev/null 2>&1; then
+        echo "deps: cargo-zigbuild does not run (is $(python3 -m site --user-base)/bin on PATH?)" >&2
+        exit 1
+    fi
+    if [ "$(python3 -m ziglang version 2>/dev/null)" != "$ZIGLANG_VERSION" ]; then
+        echo "deps: python3 -m ziglang does not run zig $ZIGLANG_VERSION" >&2
+        exit 1
+    fi
+fi
 
 # BPF and uprobes need tracefs/debugfs on some kernels.
 mountpoint -q /sys/kernel/tracing 2>/dev/null || $sudo mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true

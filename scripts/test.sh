@@ -18,11 +18,17 @@ sudo=""
 echo "== cargo test (the e2e tests load BPF: root)" >&2
 $sudo cargo test --locked --workspace
 
-echo "== static build" >&2
-bin=$("$root/scripts/build-static.sh" x86_64-unknown-linux-musl)
-echo "static memleak for x86_64: $(stat -c %s "$bin") bytes ($bin)"
+echo "== static builds (all targets)" >&2
+# build-static.sh prints `<triple> <path> <size>` per target and checks each
+# binary: static, stripped, right machine and byte order, and the embedded
+# BPF object's byte order.
+"$root/scripts/build-static.sh" all | tee "$CARGO_TARGET_DIR/static-sizes.txt"
+bin=$(awk '$1 == "x86_64-unknown-linux-musl" {print $2}' "$CARGO_TARGET_DIR/static-sizes.txt")
 # The static binary runs the demo too.
 gcc -O2 -g -fomit-frame-pointer -fno-inline -o "$CARGO_TARGET_DIR/leaky-static-check" examples/leaky.c
 $sudo "$bin" --format json -- "$CARGO_TARGET_DIR/leaky-static-check" 4 2>/dev/null \
     | grep -q '"function":"alloc_v3"' || { echo "static memleak did not report alloc_v3" >&2; exit 1; }
-echo "static memleak: demo report OK"
+echo "static memleak (x86_64): demo report OK"
+
+echo "== unwinder suite on every target under qemu-user" >&2
+"$root/scripts/test-cross.sh"
