@@ -163,6 +163,16 @@ pub mod fixtures {
         )
     }
 
+    /// tests/fixtures/src/deep.c: recursion 512 bytes a level deep.
+    pub fn deep() -> PathBuf {
+        let src = fixture_src("deep.c");
+        compile(
+            "deep",
+            "gcc",
+            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
+        )
+    }
+
     pub fn accounting() -> PathBuf {
         let src = fixture_src("accounting.c");
         compile(

@@ -21,5 +21,6 @@ mod filters;
 mod sampling;
 mod static_link;
 mod threads;
+mod truncation;
 mod unwind;
 mod valgrind;
