@@ -70,6 +70,26 @@ pub struct Probes {
     links: Vec<Link>,
 }
 
+/// The map's initial value (its `.rodata` bytes before load).
+///
+/// libbpf-rs 0.27's `initial_value` passes a `u64` where libbpf writes a
+/// `size_t`: on 32-bit big-endian targets (mips) the size reads as 0. Ask
+/// libbpf directly with a `size_t`.
+fn initial_value(m: &libbpf_rs::OpenMapMut<'_>) -> Vec<u8> {
+    use libbpf_rs::libbpf_sys;
+    use libbpf_rs::AsRawLibbpf;
+    let mut size: libbpf_sys::size_t = 0;
+    // SAFETY: the map pointer is valid for the life of `m`; libbpf returns
+    // its own buffer of `size` bytes, copied out before `m` can change.
+    unsafe {
+        let ptr = libbpf_sys::bpf_map__initial_value(m.as_libbpf_object().as_ptr(), &mut size);
+        if ptr.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), size as usize).to_vec()
+    }
+}
+
 /// Loads the object with `opts` applied. Nothing is attached yet.
 pub fn load(opts: &Options) -> Result<Object> {
     libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_log)));
@@ -89,7 +109,7 @@ pub fn load(opts: &Options) -> Result<Object> {
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
         if name.ends_with(map::RODATA) {
-            let mut value = m.initial_value().map(<[u8]>::to_vec).unwrap_or_default();
+            let mut value = initial_value(&m);
             let bytes = cfg.to_bytes();
             if value.len() < bytes.len() {
                 return Err(anyhow!(
