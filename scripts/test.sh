@@ -32,3 +32,6 @@ echo "static memleak (x86_64): demo report OK"
 
 echo "== unwinder suite on every target under qemu-user" >&2
 "$root/scripts/test-cross.sh"
+
+echo "== the static binary on real kernels: QEMU-booted x86_64, arm64, mipsel, mips" >&2
+"$root/scripts/qemu/run" all

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Checks the console log of one guest of scripts/qemu/run.
+
+The guest's init (init.sh / mini-init.c) prints each result between marker
+lines:  ==MLQ== BEGIN <step> <stream> ... ==MLQ== END <step> <stream>,
+==MLQ== RC <step> <code>, ==MLQ== T <step> <uptime>, ==MLQ== DONE.
+
+Steps: info; dyn and static (memleak --format json -- /leaky-{dyn,static} 6 0);
+attach (memleak --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
+(memleak -p 99999); kernel (dmesg). A failed memleak run is repeated with -v
+as <step>.verbose, shown here when a check fails.
+
+Usage: check.py --target NAME --source examples/leaky.c [--summary FILE] LOG
+Prints one line per check, details for failed ones, and exits 1 if any failed.
+--summary writes shell assignments (kernel, btf, jit, checks) for run's table.
+"""
+
+import argparse
+import json
+import re
+import shlex
+import sys
+
+MARK = "==MLQ=="
+CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
+# Names the allocator's entry may carry (a static glibc's malloc is an alias).
+MALLOC_NAMES = {"malloc", "__libc_malloc"}
+
+
+def parse_log(text):
+    """Returns (sections {(step, stream): [lines]}, rcs {step: int},
+    times {step: float}, info {k: v}, done bool, pids {step: int})."""
+    sections, rcs, times, pids = {}, {}, {}, {}
+    info = {}
+    done = False
+    cur = None
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        # A marker can follow unterminated output on the same console line.
+        pos = line.find(MARK + " ")
+        if pos >= 0:
+            before, marker = line[:pos], line[pos:].split()
+            if cur is not None and before:
+                sections[cur].append(before)
+            kind = marker[1] if len(marker) > 1 else ""
+            if kind == "BEGIN" and len(marker) >= 3:
+                cur = (marker[2], marker[3] if len(marker) > 3 else "")
+                sections[cur] = []
+                continue
+            if kind == "END":
+                cur = None
+                continue
+            if kind == "RC" and len(marker) == 4:
+                try:
+                    rcs[marker[2]] = int(marker[3])
+                except ValueError:
+                    pass
+            elif kind == "T" and len(marker) == 4:
+                try:
+                    times[marker[2]] = float(marker[3])
+                except ValueError:
+                    pass
+            elif kind == "PID" and len(marker) == 4:
+                pids[marker[2]] = marker[3]
+            elif kind == "DONE":
+                done = True
+            continue
+        if cur is not None:
+            sections[cur].append(line)
+    for line in sections.get(("info", ""), []):
+        if "=" in line:
+            k, v = line.split("=", 1)
+            info[k.strip()] = v.strip()
+    # Drop the empty line the guest adds after each file.
+    for k, lines in sections.items():
+        while lines and lines[-1] == "":
+            lines.pop()
+    return sections, rcs, times, info, done, pids
+
+
+def call_lines(source):
+    """{callee: line} of the /* CALL:callee */ markers in leaky.c."""
+    lines = {}
+    with open(source, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            m = re.search(r"/\*\s*CALL:(\w+)\s*\*/", line)
+            if m:
+                lines[m.group(1)] = n
+    return lines
+
+
+def reports(lines):
+    """The JSON report objects among stdout lines."""
+    out = []
+    for line in lines:
+        s = line.strip()
+        if not s.startswith("{"):
+            continue
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "stacks" in obj:
+            out.append(obj)
+    return out
+
+
+def fn_names(stack):
+    return [fr.get("function") for fr in stack.get("frames", [])]
+
+
+def is_chain(stack):
+    names = fn_names(stack)[: len(CHAIN)]
+    if len(names) < len(CHAIN):
+        return False
+    return names[0] in MALLOC_NAMES and names[1:] == CHAIN[1:]
+
+
+def through_v3(stack):
+    return "alloc_v3" in fn_names(stack)
+
+
+def describe_stack(stack):
+    frames = []
+    for fr in stack.get("frames", []):
+        fn = fr.get("function") or "?"
+        loc = ""
+        if fr.get("line") is not None:
+            loc = "(%s:%s)" % ((fr.get("file") or "?").rsplit("/", 1)[-1], fr["line"])
+        frames.append("%s%s<%s>" % (fn, loc, fr.get("method", "?")))
+    return "%s B in %s allocs: %s" % (
+        stack.get("bytes"),
+        stack.get("allocations"),
+        " <- ".join(frames) if frames else "(no frames)",
+    )
+
+
+def line_problems(stack, want):
+    """Differences between the chain stack's alloc_v*/main frames and the CALL lines."""
+    problems = []
+    frames = stack.get("frames", [])
+    for i in range(1, len(CHAIN)):
+        fr = frames[i]
+        callee = CHAIN[i - 1]
+        exp = want.get(callee)
+        f = fr.get("file") or ""
+        if fr.get("line") != exp or not f.endswith("leaky.c"):
+            problems.append(
+                "%s: want leaky.c:%s (CALL:%s), got %s:%s"
+                % (CHAIN[i], exp, callee, f or None, fr.get("line"))
+            )
+    return problems
+
+
+class Checker:
+    def __init__(self, target):
+        self.target = target
+        self.results = []  # (ok, name, detail lines)
+        self.logs = []  # memleak's log of the current step, shown once
+
+    def step_logs(self, logs):
+        """Logs to show under the step's first failed check."""
+        self.logs = logs
+
+    def check(self, ok, name, detail=None):
+        if isinstance(detail, str):
+            detail = [detail]
+        detail = list(detail or [])
+        if not ok and self.logs:
+            detail += self.logs
+            self.logs = []
+        self.results.append((bool(ok), name, detail))
+        return ok
+
+    def print(self):
+        for ok, name, detail in self.results:
+            print("  %s %s: %s" % ("PASS" if ok else "FAIL", self.target, name))
+            if not ok:
+                for d in detail:
+                    print("         " + d)
+
+    @property
+    def passed(self):
+        return sum(1 for ok, _, _ in self.results if ok)
+
+
+def tail(lines, n=25, prefix="| "):
+    lines = lines[-n:] if len(lines) > n else lines
+    return [prefix + line for line in lines]
+
+
+def leak_run(c, step, sec, rcs, want):
+    out = sec.get((step, "stdout"), [])
+    err = sec.get((step, "stderr"), [])
+    verbose_err = sec.get((step + ".verbose", "stderr"), [])
+    rc = rcs.get(step)
+    logs = ["memleak stderr:"] + tail(err)
+    if verbose_err:
+        logs += ["memleak -v stderr (second attempt):"] + tail(verbose_err, 40)
+
+    c.step_logs(logs)
+    c.check(rc == 0, "%s: memleak exit code 0" % step, ["exit code %s" % rc])
+    reps = reports(out)
+    final = reps[-1] if reps else None
+    ok = final is not None and final.get("final") is True
+    c.check(ok, "%s: final JSON report" % step,
+            ["no final JSON report on stdout; stdout:"] + tail(out, 10))
+    stacks = final.get("stacks", []) if final else []
+    chain = [s for s in stacks if is_chain(s)]
+    c.check(chain, "%s: stack malloc <- alloc_v3 <- alloc_v2 <- alloc_v1 <- main" % step,
+            ["want frames: " + " <- ".join(CHAIN), "got %d stacks:" % len(stacks)]
+            + ["  " + describe_stack(s) for s in stacks])
+    if chain:
+        probs = line_problems(chain[0], want)
+        c.check(not probs, "%s: alloc_v*/main lines are the CALL lines" % step,
+                probs + ["stack: " + describe_stack(chain[0])])
+    else:
+        c.check(False, "%s: alloc_v*/main lines are the CALL lines" % step,
+                "no stack with the chain")
+
+    expect = None
+    for line in err:
+        m = re.search(r"EXPECT leaked_bytes=(\d+) leaked_allocations=(\d+)", line)
+        if m:
+            expect = (int(m.group(1)), int(m.group(2)))
+    v3 = [s for s in stacks if through_v3(s)]
+    got = (sum(s.get("bytes", 0) for s in v3), sum(s.get("allocations", 0) for s in v3))
+    detail = ["EXPECT (leaky's stderr): %s" % (
+        "bytes=%d allocations=%d" % expect if expect else "missing"),
+        "stacks through alloc_v3: bytes=%d allocations=%d (%d stacks)" % (got + (len(v3),)),
+        "report totals: outstanding_bytes=%s outstanding_allocations=%s" % (
+            final.get("outstanding_bytes") if final else None,
+            final.get("outstanding_allocations") if final else None)]
+    c.check(expect is not None and final is not None and got == expect,
+            "%s: outstanding through alloc_v3 = EXPECT" % step, detail)
+    lost = final.get("lost_events") if final else None
+    c.check(lost == 0, "%s: lost_events == 0" % step,
+            ["lost_events=%s losses=%s truncated_stacks=%s" % (
+                lost, final.get("losses") if final else None,
+                final.get("truncated_stacks") if final else None)])
+    c.step_logs([])
+
+
+def attach_run(c, sec, rcs, want):
+    step = "attach"
+    out = sec.get((step, "stdout"), [])
+    err = sec.get((step, "stderr"), [])
+    verbose_err = sec.get((step + ".verbose", "stderr"), [])
+    rc = rcs.get(step)
+    logs = ["memleak stderr:"] + tail(err)
+    if verbose_err:
+        logs += ["memleak -v stderr (second attempt):"] + tail(verbose_err, 40)
+    logs += ["leaky's stderr:"] + tail(sec.get((step, "target-stderr"), []), 5)
+    c.step_logs(logs)
+    c.check(rc == 0, "attach: memleak -p exit code 0", ["exit code %s" % rc])
+    reps = reports(out)
+    good = []
+    for r in reps:
+        for s in r.get("stacks", []):
+            if is_chain(s) and not line_problems(s, want):
+                good.append(r)
+                break
+    detail = ["%d reports; none has the chain with the CALL lines" % len(reps)]
+    for i, r in enumerate(reps):
+        detail.append("report %d (final=%s, %s B in %s allocs, lost_events=%s):" % (
+            i, r.get("final"), r.get("outstanding_bytes"), r.get("outstanding_allocations"),
+            r.get("lost_events")))
+        detail += ["  " + describe_stack(s) for s in r.get("stacks", [])[:5]]
+    c.check(good, "attach: a report has the chain (with lines)", detail)
+    c.step_logs([])
+
+
+def badpid_run(c, sec, rcs):
+    c.step_logs([])
+    lines = sec.get(("badpid", "stdout"), []) + sec.get(("badpid", "stderr"), [])
+    errors = [line for line in lines if line.startswith("error:")]
+    c.check(len(errors) == 1, "badpid: one 'error:' line",
+            ["want exactly one line starting with 'error:', got %d; output:" % len(errors)]
+            + tail(lines, 15))
+    rc = rcs.get("badpid")
+    c.check(rc is not None and rc != 0, "badpid: non-zero exit code", "exit code %s" % rc)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--source", required=True, help="examples/leaky.c")
+    ap.add_argument("--summary", help="write shell assignments for the table here")
+    ap.add_argument("log")
+    a = ap.parse_args()
+
+    with open(a.log, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    sec, rcs, times, info, done, _ = parse_log(text)
+    want = call_lines(a.source)
+    missing = [c for c in CHAIN[:-1] if c not in want]
+    if missing:
+        print("check.py: %s has no CALL marker for %s" % (a.source, ", ".join(missing)))
+        return 2
+
+    c = Checker(a.target)
+    last = [line.rstrip("\r") for line in text.split("\n") if line.strip()][-15:]
+    c.check(info and done, "guest booted and ran every step",
+            ["info block: %s, DONE marker: %s; last console lines:" % (bool(info), done)]
+            + ["| " + x for x in last])
+    leak_run(c, "dyn", sec, rcs, want)
+    leak_run(c, "static", sec, rcs, want)
+    attach_run(c, sec, rcs, want)
+    badpid_run(c, sec, rcs)
+    total = len(c.results)
+    c.print()
+
+    if c.passed < total:
+        # Kernel messages from while the tests ran may explain a failure.
+        start = times.get("dyn", 0.0) - 0.5
+        kern = []
+        for line in sec.get(("kernel", "dmesg"), []):
+            m = re.match(r"\[\s*(\d+\.\d+)\]", line)
+            if m and float(m.group(1)) >= start:
+                kern.append(line)
+        if kern:
+            print("  kernel log while the tests ran:")
+            for line in kern[-20:]:
+                print("    | " + line)
+    steps = ["dyn", "static", "attach", "badpid"]
+    durations = []
+    for s in steps:
+        if s in times and s + ".done" in times:
+            durations.append("%s %.1fs" % (s, times[s + ".done"] - times[s]))
+    if durations:
+        print("  guest time per step: " + ", ".join(durations)
+              + ("; done at %.1fs after boot" % times["done"] if "done" in times else ""))
+    print("  %s: %d/%d checks passed" % (a.target, c.passed, total))
+
+    if a.summary:
+        with open(a.summary, "w", encoding="utf-8") as f:
+            for k, v in (("kernel", info.get("kernel", "-")),
+                         ("btf", info.get("btf", "-")),
+                         ("jit", info.get("jit", "-")),
+                         ("checks", "%d/%d" % (c.passed, total))):
+                f.write("%s=%s\n" % (k, shlex.quote(v)))
+    return 0 if c.passed == total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

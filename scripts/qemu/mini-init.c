@@ -1,0 +1,289 @@
+/*
+ * mini-init.c - /init for guests without a busybox (big-endian MIPS: Debian
+ * ships no busybox for it). Does what init.sh does, step for step, with the
+ * same marker lines on the console; keep the two in step.
+ *
+ * Build: <gnu_triple>-gcc -static -Os -o init mini-init.c
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define M "==MLQ=="
+#define MAX_ARGS 64
+
+static char *opts[MAX_ARGS];
+static int n_opts;
+
+static void read_opts(void)
+{
+	static char buf[1024];
+	int fd = open("/memleak-opts", O_RDONLY);
+	ssize_t n;
+	char *p, *save = NULL;
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (p = strtok_r(buf, " \t\n", &save); p != NULL && n_opts < MAX_ARGS - 16;
+	     p = strtok_r(NULL, " \t\n", &save))
+		opts[n_opts++] = p;
+}
+
+static void cat(const char *path)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	fflush(stdout);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, stdout);
+	close(fd);
+}
+
+static int read_line(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	buf[strcspn(buf, " \n")] = '\0';
+	return 0;
+}
+
+static void stamp(const char *step)
+{
+	char up[64] = "?";
+	read_line("/proc/uptime", up, sizeof(up));
+	printf(M " T %s %s\n", step, up);
+	fflush(stdout);
+}
+
+static void show(const char *step, const char *stream, const char *path)
+{
+	printf(M " BEGIN %s %s\n", step, stream);
+	cat(path);
+	printf("\n" M " END %s %s\n", step, stream);
+	fflush(stdout);
+}
+
+/* Starts argv with stdout and stderr to the given files (NULL: console). */
+static pid_t start(char **argv, const char *out, const char *err)
+{
+	pid_t pid;
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		if (out != NULL) {
+			int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			dup2(fd, 1);
+			close(fd);
+		}
+		if (err != NULL) {
+			int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_for(pid_t pid)
+{
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 255;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + WTERMSIG(status);
+}
+
+/* run(step, verbose, args..., NULL): memleak [-v] OPTS args; returns its code. */
+static int run(const char *step, int verbose, ...)
+{
+	char *argv[MAX_ARGS + 8];
+	int n = 0, i, rc;
+	va_list ap;
+	char *a;
+
+	argv[n++] = "/memleak";
+	if (verbose)
+		argv[n++] = "-v";
+	for (i = 0; i < n_opts; i++)
+		argv[n++] = opts[i];
+	va_start(ap, verbose);
+	while ((a = va_arg(ap, char *)) != NULL && n < MAX_ARGS + 7)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+
+	stamp(step);
+	rc = wait_for(start(argv, "/tmp/out", "/tmp/err"));
+	{
+		char done[128];
+		snprintf(done, sizeof(done), "%s.done", step);
+		stamp(done);
+	}
+	show(step, "stdout", "/tmp/out");
+	show(step, "stderr", "/tmp/err");
+	printf(M " RC %s %d\n", step, rc);
+	fflush(stdout);
+	return rc;
+}
+
+/* The child is attachable once it has exec'd /leaky-dyn (before that,
+ * /proc/PID/exe is this init): wait for it, up to 5 s. */
+static pid_t start_leaky_bg(void)
+{
+	char *argv[] = { "/leaky-dyn", "40", "100", NULL };
+	char path[64], exe[256];
+	pid_t pid = start(argv, NULL, "/tmp/leaky-err");
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	for (int i = 0; i < 50; i++) {
+		ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+		if (n > 0) {
+			exe[n] = 0;
+			if (strcmp(exe, "/leaky-dyn") == 0)
+				break;
+		}
+		usleep(100000);
+	}
+	return pid;
+}
+
+int main(void)
+{
+	struct utsname u;
+	char buf[64], pidbuf[32];
+	int fd, rc, cpus = 0;
+	pid_t pid;
+	FILE *f;
+
+	mkdir("/proc", 0755);
+	mkdir("/sys", 0755);
+	mkdir("/dev", 0755);
+	mkdir("/tmp", 01777);
+	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	fd = open("/dev/console", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL);
+	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
+	mount("tmpfs", "/tmp", "tmpfs", 0, NULL);
+	setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
+	read_opts();
+	/* MEMLEAK_QEMU_JIT on the host: 1 or 0 for net.core.bpf_jit_enable. */
+	if (read_line("/bpf-jit", buf, sizeof(buf)) == 0 && buf[0] != '\0') {
+		fd = open("/proc/sys/net/core/bpf_jit_enable", O_WRONLY);
+		if (fd < 0 || write(fd, buf, strlen(buf)) < 0)
+			printf("init: cannot set bpf_jit_enable to %s\n", buf);
+		if (fd >= 0)
+			close(fd);
+	}
+
+	printf(M " BEGIN info\n");
+	uname(&u);
+	printf("kernel=%s\nmachine=%s\n", u.release, u.machine);
+	printf("btf=%s\n", access("/sys/kernel/btf/vmlinux", F_OK) == 0 ? "yes" : "no");
+	if (read_line("/proc/sys/net/core/bpf_jit_enable", buf, sizeof(buf)) == 0 &&
+	    (strcmp(buf, "1") == 0 || strcmp(buf, "2") == 0))
+		printf("jit=yes\n");
+	else
+		printf("jit=no\n");
+	f = fopen("/proc/cpuinfo", "r");
+	if (f != NULL) {
+		char line[256];
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (strncmp(line, "processor", 9) == 0)
+				cpus++;
+		fclose(f);
+	}
+	printf("cpus=%d\nopts=", cpus);
+	for (int i = 0; i < n_opts; i++)
+		printf("%s%s", i ? " " : "", opts[i]);
+	printf("\n" M " END info\n");
+
+	if (run("dyn", 0, "--format", "json", "--", "/leaky-dyn", "6", "0", NULL) != 0)
+		run("dyn.verbose", 1, "--format", "json", "--", "/leaky-dyn", "6", "0", NULL);
+	if (run("static", 0, "--format", "json", "--", "/leaky-static", "6", "0", NULL) != 0)
+		run("static.verbose", 1, "--format", "json", "--", "/leaky-static", "6", "0", NULL);
+
+	pid = start_leaky_bg();
+	printf(M " PID attach %d\n", (int)pid);
+	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+	rc = run("attach", 0, "--format", "json", "-p", pidbuf, "1", "2", NULL);
+	printf(M " RC attach.target %d\n", wait_for(pid));
+	show("attach", "target-stderr", "/tmp/leaky-err");
+	if (rc != 0) {
+		pid = start_leaky_bg();
+		snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+		run("attach.verbose", 1, "--format", "json", "-p", pidbuf, "1", "2", NULL);
+		wait_for(pid);
+	}
+
+	run("badpid", 0, "-p", "99999", NULL);
+
+	{
+		/* dmesg: the kernel log buffer through syslog(2)'s /proc/kmsg
+		 * sibling, /dev/kmsg, read without blocking. */
+		char rec[2048];
+		ssize_t n;
+		printf(M " BEGIN kernel dmesg\n");
+		fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+		while (fd >= 0 && (n = read(fd, rec, sizeof(rec) - 1)) > 0) {
+			/* "prio,seq,usec,flags;message\n" -> "[sec.usec] message" */
+			unsigned long long usec = 0;
+			char *msg;
+			rec[n] = '\0';
+			msg = strchr(rec, ';');
+			sscanf(rec, "%*u,%*u,%llu", &usec);
+			printf("[%5llu.%06llu] %s", usec / 1000000, usec % 1000000,
+			       msg != NULL ? msg + 1 : rec);
+		}
+		if (fd >= 0)
+			close(fd);
+		printf("\n" M " END kernel dmesg\n");
+	}
+	stamp("done");
+	printf(M " DONE\n");
+	fflush(stdout);
+	sync();
+	reboot(RB_POWER_OFF);
+	sleep(5);
+	reboot(RB_AUTOBOOT);
+	return 0;
+}
