@@ -66,6 +66,16 @@ fn demo_full_chain_exact_totals() {
                 stack.render()
             );
         }
+        // libc6-dbg (installed by scripts/deps.sh) keeps libc's .symtab in
+        // its separate debug file: main's caller is named, not `??`.
+        if libc_debug_file_installed() {
+            assert_eq!(
+                stack.frames.get(5).map(|f| f.function()),
+                Some("__libc_start_call_main"),
+                "main's caller should be symbolized from libc's separate debug info:\n{}",
+                stack.render()
+            );
+        }
     }
 
     let (bytes, allocs) = report.totals_where(|s| s.has_function("alloc_v3"));
@@ -94,4 +104,25 @@ fn demo_full_chain_exact_totals() {
         "stacks were truncated:\n{}",
         report.render()
     );
+}
+
+/// True when libc's separate debug file (by build ID) is installed.
+fn libc_debug_file_installed() -> bool {
+    let out = std::process::Command::new("readelf")
+        .args(["-n", "/lib/x86_64-linux-gnu/libc.so.6"])
+        .output()
+        .expect("readelf runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(id) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+    else {
+        return false;
+    };
+    std::path::Path::new(&format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &id[..2],
+        &id[2..]
+    ))
+    .exists()
 }

@@ -77,6 +77,7 @@ pub struct ElfFile {
     has_symtab: bool,
     build_id: Option<Vec<u8>>,
     debug_path: Option<String>,
+    debug_data: Option<&'static [u8]>,
     dwarf: OnceCell<Option<addr2line::Context<Slice>>>,
     pub(crate) cfi_index: crate::cfi::FdeIndexes,
 }
@@ -170,21 +171,24 @@ impl ElfFile {
         let text_svma = file.section_by_name(".text").map_or(0, |s| s.address());
         let got_svma = file.section_by_name(".got").map_or(0, |s| s.address());
 
-        let mut symbols = Vec::new();
         let has_symtab = file.symbols().next().is_some();
-        for sym in file.symbols().chain(file.dynamic_symbols()) {
-            if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
-                continue;
+        let mut symbols = Vec::new();
+        collect_functions(&file, &mut symbols);
+        // Separate debug info (by build ID) keeps the .symtab that strip
+        // removed: local functions such as glibc's __libc_start_call_main.
+        let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let debug_path = build_id.as_deref().and_then(find_debug_file);
+        let debug_data = debug_path.as_deref().and_then(|p| match map_file(p) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!("{e}");
+                None
             }
-            let Ok(name) = sym.name() else { continue };
-            if name.is_empty() || sym.address() == 0 {
-                continue;
+        });
+        if let Some(debug) = debug_data {
+            if let Ok(debug_file) = object::File::parse(debug) {
+                collect_functions(&debug_file, &mut symbols);
             }
-            symbols.push(Symbol {
-                svma: sym.address(),
-                size: sym.size(),
-                name,
-            });
         }
         // Every name, for lookups by name (aliases included).
         let mut by_name: HashMap<&'static str, u64> = HashMap::with_capacity(symbols.len());
@@ -204,8 +208,6 @@ impl ElfFile {
         });
         symbols.dedup_by(|b, a| a.svma == b.svma);
 
-        let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let debug_path = build_id.as_deref().and_then(find_debug_file);
         Ok(ElfFile {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_string(),
@@ -225,6 +227,7 @@ impl ElfFile {
             has_symtab,
             build_id,
             debug_path,
+            debug_data,
             dwarf: OnceCell::new(),
             cfi_index: Default::default(),
         })
@@ -370,15 +373,9 @@ impl ElfFile {
     fn dwarf(&self) -> Option<&addr2line::Context<Slice>> {
         self.dwarf
             .get_or_init(|| {
-                let (path, data) = match &self.debug_path {
-                    Some(p) => match map_file(p) {
-                        Ok(d) => (p.as_str(), d),
-                        Err(e) => {
-                            warn!("{e}");
-                            (self.path.as_str(), self.data)
-                        }
-                    },
-                    None => (self.path.as_str(), self.data),
+                let (path, data) = match (&self.debug_path, self.debug_data) {
+                    (Some(p), Some(d)) => (p.as_str(), d),
+                    _ => (self.path.as_str(), self.data),
                 };
                 match load_dwarf(data, self.endian) {
                     Ok(ctx) => ctx,
@@ -429,6 +426,24 @@ impl ElfFile {
             last.offset = Some(svma - start);
         }
         out
+    }
+}
+
+/// Appends the defined function symbols of `file` (.symtab and .dynsym).
+fn collect_functions(file: &object::File<'static>, out: &mut Vec<Symbol>) {
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if name.is_empty() || sym.address() == 0 {
+            continue;
+        }
+        out.push(Symbol {
+            svma: sym.address(),
+            size: sym.size(),
+            name,
+        });
     }
 }
 
