@@ -189,14 +189,20 @@ def tail(lines, n=25, prefix="| "):
     return [prefix + line for line in lines]
 
 
+def memleak_logs(sec, step):
+    """memleak's stderr for a step, and that of its -v second attempt."""
+    logs = ["memleak stderr:"] + tail(sec.get((step, "stderr"), []))
+    verbose_err = sec.get((step + ".verbose", "stderr"), [])
+    if verbose_err:
+        logs += ["memleak -v stderr (second attempt):"] + tail(verbose_err, 40)
+    return logs
+
+
 def leak_run(c, step, sec, rcs, want):
     out = sec.get((step, "stdout"), [])
     err = sec.get((step, "stderr"), [])
-    verbose_err = sec.get((step + ".verbose", "stderr"), [])
     rc = rcs.get(step)
-    logs = ["memleak stderr:"] + tail(err)
-    if verbose_err:
-        logs += ["memleak -v stderr (second attempt):"] + tail(verbose_err, 40)
+    logs = memleak_logs(sec, step)
 
     c.step_logs(logs)
     c.check(rc == 0, "%s: memleak exit code 0" % step, ["exit code %s" % rc])
@@ -244,12 +250,8 @@ def leak_run(c, step, sec, rcs, want):
 def attach_run(c, sec, rcs, want):
     step = "attach"
     out = sec.get((step, "stdout"), [])
-    err = sec.get((step, "stderr"), [])
-    verbose_err = sec.get((step + ".verbose", "stderr"), [])
     rc = rcs.get(step)
-    logs = ["memleak stderr:"] + tail(err)
-    if verbose_err:
-        logs += ["memleak -v stderr (second attempt):"] + tail(verbose_err, 40)
+    logs = memleak_logs(sec, step)
     logs += ["leaky's stderr:"] + tail(sec.get((step, "target-stderr"), []), 5)
     c.step_logs(logs)
     c.check(rc == 0, "attach: memleak -p exit code 0", ["exit code %s" % rc])

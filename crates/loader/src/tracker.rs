@@ -139,14 +139,9 @@ impl Tracker {
         }
         match std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) {
             Ok(text) if !text.is_empty() => {
-                let fresh = ModuleMap::from_proc_maps(&text, &mut self.files);
-                // Keep modules that were unmapped (dlclose) for symbolization
-                // of stacks recorded while they were mapped.
-                let mut merged = self.modules.clone();
-                for m in fresh.mappings() {
-                    merged.insert(m.clone());
-                }
-                self.modules = merged;
+                // Stacks already seen keep their own files (see `intern`), so
+                // the map only needs what is mapped now.
+                self.modules = ModuleMap::from_proc_maps(&text, &mut self.files);
                 self.unknown_pcs.clear();
                 debug!("module map: {} mappings", self.modules.mappings().len());
                 true
