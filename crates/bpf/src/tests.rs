@@ -26,9 +26,9 @@ fn object_has_no_core_relocations() {
     // CO-RE relocations live in .BTF.ext's core_relo subsection
     // (struct btf_ext_header: magic u16, version u8, flags u8, hdr_len u32,
     // func_info_off/len, line_info_off/len, then core_relo_off/len).
-    let Some(ext) = file.section_by_name(".BTF.ext") else {
-        return;
-    };
+    let ext = file
+        .section_by_name(".BTF.ext")
+        .expect("clang -g always emits .BTF.ext for BPF programs");
     let data = ext.data().expect(".BTF.ext data");
     let rd = |off: usize| {
         let b: [u8; 4] = data[off..off + 4].try_into().unwrap();
@@ -71,6 +71,7 @@ fn object_has_every_program() {
         prog::ALLOC_RETURN,
         prog::FREE,
         prog::MUNMAP,
+        prog::WALK_STACK,
     ] {
         assert!(
             names.iter().any(|n| n == p),
@@ -80,43 +81,128 @@ fn object_has_every_program() {
 }
 
 #[test]
-fn config_layout() {
+fn config_bytes_follow_the_struct() {
     let c = Config {
         min_size: 1,
         max_size: 2,
-        stack_bytes: 3,
-        sample_rate: 4,
-        wakeup_bytes: 5,
+        wakeup_bytes: 3,
+        pc_mask: 4,
+        stack_bytes: 5,
+        sample_rate: 6,
+        max_frames: 7,
+        verify: 8,
+        trace: 9,
+        realloc_zero_frees: 10,
     };
-    let b = c.to_bytes();
+    let b = c.as_bytes();
+    assert_eq!(b.len(), 56);
     assert_eq!(u64::from_ne_bytes(b[8..16].try_into().unwrap()), 2);
-    assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 4);
-    assert_eq!(u64::from_ne_bytes(b[24..32].try_into().unwrap()), 5);
+    assert_eq!(u64::from_ne_bytes(b[24..32].try_into().unwrap()), 4);
+    assert_eq!(u32::from_ne_bytes(b[36..40].try_into().unwrap()), 6);
+    assert_eq!(u32::from_ne_bytes(b[52..56].try_into().unwrap()), 10);
+    assert_eq!(Config::from_bytes(b), Some(c));
+}
+
+fn stack_record(ty: u64, stack_len: u32, room: usize) -> Vec<u8> {
+    let mut f = StackEventFixed {
+        ty: ty as u32,
+        tid: 77,
+        tgid: 70,
+        stack_id: MISS_ID_BIT | 5,
+        regs: [0x1000, 0x7ff0, 0, 0],
+        stack_len,
+        ..Default::default()
+    };
+    f.kstack.nr = 2;
+    f.kstack.end = abi::END_MISS as u32;
+    f.kstack.pcs[0] = 0x1000;
+    f.kstack.pcs[1] = 0x2000 | (abi::M_ENTRY << abi::METHOD_SHIFT);
+    let mut rec = f.as_bytes().to_vec();
+    rec.resize(rec.len() + room, 0xaa);
+    rec
 }
 
 #[test]
-fn parse_records() {
-    let mut rec = vec![0u8; ENTRY_FIXED + 16];
-    rec[0..4].copy_from_slice(&1u32.to_ne_bytes());
-    rec[4..8].copy_from_slice(&77u32.to_ne_bytes());
-    rec[16..20].copy_from_slice(&1u32.to_ne_bytes()); // calloc
-    rec[20..24].copy_from_slice(&2u32.to_ne_bytes()); // stack fault
-    rec[24..32].copy_from_slice(&48u64.to_ne_bytes());
-    rec[40..48].copy_from_slice(&0x1000u64.to_ne_bytes());
-    rec[72..76].copy_from_slice(&16u32.to_ne_bytes());
-    let Event::Entry(e) = Event::parse(&rec).unwrap() else {
-        panic!("not an entry")
+fn parse_stack_records() {
+    let rec = stack_record(abi::EV_MISS, 16, 16);
+    let Event::Stack(e) = Event::parse(&rec).unwrap() else {
+        panic!("not a stack record")
     };
-    assert_eq!(
-        (e.tid, e.kind, e.size, e.regs[0]),
-        (77, Kind::Calloc, 48, 0x1000)
-    );
-    assert!(e.reached_stack_end && !e.untracked);
-    assert_eq!(e.stack.len(), 16);
-    rec[72..76].copy_from_slice(&17u32.to_ne_bytes());
-    assert!(
-        Event::parse(&rec).is_err(),
-        "stack_len beyond the record must be rejected"
-    );
+    assert!(!e.verify);
+    assert_eq!((e.tid, e.tgid, e.stack_id), (77, 70, MISS_ID_BIT | 5));
+    assert_eq!(e.regs[0], 0x1000);
+    assert_eq!(e.kstack.words().len(), 2);
+    assert_eq!(e.stack, &[0xaa; 16]);
+    let verify = stack_record(abi::EV_VERIFY, 0, 0);
+    let Event::Stack(v) = Event::parse(&verify).unwrap() else {
+        panic!("not a stack record")
+    };
+    assert!(v.verify && v.stack.is_empty());
+    // Lengths beyond the record, a kernel stack beyond its array, short records.
+    assert!(Event::parse(&stack_record(abi::EV_MISS, 17, 16)).is_err());
+    assert!(Event::parse(&stack_record(abi::EV_MISS, u32::MAX, 16)).is_err());
+    let mut bad = stack_record(abi::EV_MISS, 0, 0);
+    bad[64..68].copy_from_slice(&(KSTACK_MAX as u32 + 1).to_ne_bytes());
+    assert!(Event::parse(&bad).is_err());
     assert!(Event::parse(&rec[..10]).is_err());
+    assert!(Event::parse(&rec[..2]).is_err());
+    assert!(Event::parse(&99u32.to_ne_bytes()).is_err());
+}
+
+#[test]
+fn parse_small_records() {
+    let m = MunmapEventRaw {
+        ty: abi::EV_MUNMAP as u32,
+        tgid: 9,
+        addr: 0x5000,
+        len: 0x2000,
+        ..Default::default()
+    };
+    match Event::parse(m.as_bytes()).unwrap() {
+        Event::Munmap {
+            tgid, addr, len, ..
+        } => assert_eq!((tgid, addr, len), (9, 0x5000, 0x2000)),
+        e => panic!("{e:?}"),
+    }
+    let mut t = TraceEventRaw {
+        ty: abi::EV_TRACE as u32,
+        kind: abi::K_REALLOC as u32,
+        size: 10,
+        addr: 0x10,
+        old_ptr: 0x20,
+        ..Default::default()
+    };
+    match Event::parse(t.as_bytes()).unwrap() {
+        Event::Trace { kind, old_ptr, .. } => assert_eq!((kind, old_ptr), (Kind::Realloc, 0x20)),
+        e => panic!("{e:?}"),
+    }
+    t.kind = abi::NR_KINDS as u32;
+    assert!(Event::parse(t.as_bytes()).is_err(), "unknown kind accepted");
+    assert!(Event::parse(&t.as_bytes()[..20]).is_err());
+}
+
+#[test]
+fn stack_ids_depend_on_every_word_and_the_length() {
+    let a = stack_id(&[1, 2, 3]);
+    assert_eq!(a, stack_id(&[1, 2, 3]));
+    assert_ne!(a, stack_id(&[1, 2, 4]));
+    assert_ne!(a, stack_id(&[1, 2, 3, 0]));
+    assert_ne!(stack_id(&[1 | (2 << 56)]), stack_id(&[1 | (3 << 56)]));
+    assert_eq!(
+        a & MISS_ID_BIT,
+        0,
+        "kernel stack ids never look like miss ids"
+    );
+}
+
+#[test]
+fn kinds_and_counters_follow_the_header() {
+    for (i, k) in Kind::ALL.iter().enumerate() {
+        assert_eq!(Kind::from_raw(i as u32), Some(*k));
+    }
+    for (i, c) in Counter::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i, "{} out of order", c.name());
+    }
+    assert_eq!(Kind::Munmap.program(), prog::MUNMAP);
+    assert_eq!(abi::K_MUNMAP, Kind::Munmap as u64);
 }

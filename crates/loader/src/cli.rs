@@ -30,7 +30,7 @@ OPTIONS:
     -z, --min-size BYTES     Ignore allocations smaller than BYTES
     -Z, --max-size BYTES     Ignore allocations larger than BYTES
     -o, --older MS           Only report allocations older than MS milliseconds
-    -s, --sample-rate N      Trace every Nth allocation (exactly every Nth)
+    -s, --sample-rate N      Trace every Nth allocation of each thread (exactly)
     -a, --show-allocs        List the individual outstanding allocations
     -t, --trace              Print every allocation and free on stderr
     -O, --obj PATH           The allocator library (default: the one the program
@@ -42,14 +42,23 @@ OPTIONS:
         --max-frames N       Deepest stack unwound [default: 64]
         --unwind MODE        auto (CFI, then frame pointers), cfi, or fp (frame
                              pointers only, as BCC) [default: auto]
-        --ringbuf-mb N       Ring buffer size in MiB [default: 8]
+        --ringbuf-mb N       Ring buffer size in MiB (stack copies of misses)
+                             [default: 2]
+        --max-allocs N       Outstanding blocks the kernel's books hold
+                             [default: 131072]
+        --max-stacks N       Unique stacks the kernel stores [default: 4096]
+        --max-rules N        Unwind rules the kernel caches [default: 16384]
+        --verify-unwind      Unwind every allocation both in the kernel and in
+                             user space and count disagreements (testing)
     -v, --verbose            More logging on stderr (-v info, -vv debug,
                              -vvv trace); RUST_LOG overrides
     -h, --help               Print this help
     -V, --version            Print the version
 
-Lost events (ring buffer full, unpaired calls) and truncated stacks are always
-counted and printed with each report.
+The books are kept in the kernel: outstanding blocks, and stacks walked with
+unwind rules that memleak caches the first time a call path allocates. Lost
+events (a full table or ring buffer, unpaired calls) and truncated stacks are
+always counted and printed with each report.
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +93,10 @@ pub struct Options {
     pub max_frames: usize,
     pub unwind: UnwindMode,
     pub ringbuf_mb: u32,
+    pub max_allocs: u32,
+    pub max_stacks: u32,
+    pub max_rules: u32,
+    pub verify_unwind: bool,
     pub verbose: u8,
 }
 
@@ -100,6 +113,15 @@ where
     let s = v.to_string_lossy().into_owned();
     s.parse::<T>()
         .map_err(|e| anyhow::anyhow!("invalid {what} `{s}`: {e}"))
+}
+
+/// A BPF map size: at least 16 entries, at most 2^26.
+fn table_size(v: OsString, what: &str) -> Result<u32> {
+    let n: u32 = number(v, what)?;
+    if !(16..=1 << 26).contains(&n) {
+        bail!("{what} must be between 16 and {}", 1u32 << 26);
+    }
+    Ok(n)
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
@@ -132,7 +154,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         stack_bytes: 8192,
         max_frames: 64,
         unwind: UnwindMode::Auto,
-        ringbuf_mb: 8,
+        ringbuf_mb: 2,
+        max_allocs: 131072,
+        max_stacks: 4096,
+        max_rules: 16384,
+        verify_unwind: false,
         verbose: 0,
     };
     while let Some(arg) = p.next()? {
@@ -208,6 +234,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
                     bail!("--ringbuf-mb must be a power of two between 1 and 1024");
                 }
             }
+            Long("max-allocs") => o.max_allocs = table_size(p.value()?, "--max-allocs")?,
+            Long("max-stacks") => o.max_stacks = table_size(p.value()?, "--max-stacks")?,
+            Long("max-rules") => o.max_rules = table_size(p.value()?, "--max-rules")?,
+            Long("verify-unwind") => o.verify_unwind = true,
             Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
             Value(v) => {
                 if positional.len() >= 2 {

@@ -4,17 +4,21 @@
 //!
 //! `main.rs` wires the pieces: [`cli`] parses options, [`allocator`] finds
 //! what to probe, [`probes`] loads and attaches the BPF programs,
-//! [`process`] starts or checks the target, [`tracker`] turns events into
-//! outstanding allocations and [`report`] prints them.
+//! [`process`] starts or checks the target, [`events`] brings the kernel's
+//! few records (stacks it could not finish), [`tracker`] resolves them and
+//! keeps the stack table, [`books`] reads the outstanding blocks the kernel
+//! keeps, and [`report`] prints them.
 
 mod allocator;
+mod books;
 mod cli;
+mod events;
 mod probes;
 mod process;
 mod report;
+mod rules;
 mod tracker;
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +29,9 @@ use libbpf_rs::MapCore;
 use log::{info, warn};
 use memleak_unwind_arch::{AnyUnwinder, ElfFile};
 
+use crate::books::Books;
 use crate::cli::{Options, Parsed, Target};
+use crate::events::{EventSource, RingBufferSource};
 use crate::process::ChildState;
 use crate::tracker::Tracker;
 
@@ -75,6 +81,27 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
+/// Handles every record available now (none waited for beyond `timeout`).
+fn pump(
+    source: &mut dyn EventSource,
+    tracker: &mut Tracker,
+    books: &Books,
+    timeout: Duration,
+) -> Result<()> {
+    let mut wait = timeout;
+    while let Some(rec) = source.recv(wait)? {
+        tracker.handle(&rec, books);
+        wait = Duration::ZERO;
+    }
+    Ok(())
+}
+
+/// Everything the kernel sent so far, handled: the books are then complete.
+fn settle(source: &mut dyn EventSource, tracker: &mut Tracker, books: &Books) -> Result<()> {
+    source.sync()?;
+    pump(source, tracker, books, Duration::ZERO)
+}
+
 fn run(opts: Options) -> Result<()> {
     probes::preflight()?;
     let (pid, exe, child) = match &opts.target {
@@ -96,33 +123,30 @@ fn run(opts: Options) -> Result<()> {
     let unwinder = AnyUnwinder::for_machine(exe_elf.machine(), opts.unwind, opts.max_frames)
         .ok_or_else(|| {
             anyhow!(
-                "{}: unsupported machine {} (memleak unwinds x86_64)",
+                "{}: unsupported machine {} (memleak unwinds x86_64, aarch64 and mips32)",
                 exe.display(),
                 exe_elf.machine()
             )
         })?;
-    let obj = probes::load(&opts)?;
+    let params = probes::LoadParams {
+        pc_mask: unwinder.code_address_mask(),
+        // glibc's realloc(p, 0) frees p and returns NULL; musl returns a block.
+        realloc_zero_frees: !alloc.path.to_string_lossy().contains("musl"),
+    };
+    let big_endian = exe_elf.endian() == gimli::RunTimeEndian::Big;
+    let obj = probes::load(&opts, &params)?;
+    let books = Books::new(&obj)?;
+    let events = obj
+        .maps()
+        .find(|m| m.name() == memleak_bpf::map::EVENTS)
+        .ok_or_else(|| anyhow!("BPF map `events` missing"))
+        .and_then(|m| libbpf_rs::MapHandle::try_from(&m).context("the ring buffer"))?;
+    let mut source = RingBufferSource::start(events)?;
     let probes = probes::Probes::attach(obj, &alloc, pid)?;
     install_signal_handlers()?;
 
-    let tracker = RefCell::new(Tracker::new(pid, unwinder, opts.trace));
-    let alloc_name = alloc.path.to_string_lossy();
-    tracker
-        .borrow_mut()
-        .set_realloc_zero_frees(!alloc_name.contains("musl"));
-    tracker.borrow_mut().refresh_modules();
-    let events = probes
-        .obj
-        .maps()
-        .find(|m| m.name() == memleak_bpf::map::EVENTS)
-        .ok_or_else(|| anyhow!("BPF map `events` missing"))?;
-    let mut rb = libbpf_rs::RingBufferBuilder::new();
-    rb.add(&events, |data: &[u8]| {
-        tracker.borrow_mut().handle(data);
-        0
-    })
-    .context("ring buffer")?;
-    let rb = rb.build().context("ring buffer")?;
+    let mut tracker = Tracker::new(pid, unwinder, big_endian, opts.trace);
+    tracker.refresh_modules();
 
     match &opts.target {
         Target::Pid(_) => eprintln!(
@@ -148,30 +172,22 @@ fn run(opts: Options) -> Result<()> {
     };
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut reports = 0u64;
-    let report = |is_final: bool| -> Result<()> {
-        let t = tracker.borrow();
-        let losses = report::losses(&t, &probes.counters(), probes.prog_misses());
-        if losses.lost_events > 0 {
-            warn!(
-                "{} events lost: the report may be incomplete",
-                losses.lost_events
-            );
-        }
-        emit(&report::render(&t, &opts, &losses, is_final, pid))
-    };
-    loop {
-        // Records are submitted without a wakeup until enough are pending:
-        // drain on every tick, woken or not.
-        let polled = rb
-            .poll(Duration::from_millis(50))
-            .and_then(|()| rb.consume());
-        if let Err(e) = polled {
-            if !STOP.load(Ordering::SeqCst) {
-                return Err(anyhow!("reading events: {e:#}"));
+    let report =
+        |tracker: &mut Tracker, source: &mut dyn EventSource, is_final: bool| -> Result<()> {
+            settle(source, tracker, &books)?;
+            tracker.snapshot(&books, opts.mmap)?;
+            let losses = report::losses(tracker, &probes.counters(), probes.prog_misses());
+            if losses.lost_events > 0 {
+                warn!(
+                    "{} events lost: the report may be incomplete",
+                    losses.lost_events
+                );
             }
-        }
+            emit(&report::render(tracker, &opts, &losses, is_final, pid))
+        };
+    loop {
+        pump(&mut source, &mut tracker, &books, Duration::from_millis(50))?;
         if STOP.load(Ordering::SeqCst) {
-            let _ = rb.consume();
             info!("interrupted: final report");
             break;
         }
@@ -179,22 +195,21 @@ fn run(opts: Options) -> Result<()> {
             Some(c) => match process::poll_child(c) {
                 ChildState::Running => {}
                 ChildState::Exiting => {
-                    // Memory is still mapped: drain and look at the maps once more.
-                    let _ = rb.consume();
-                    tracker.borrow_mut().refresh_modules();
+                    // Memory is still mapped: take in what is pending and
+                    // look at the maps once more.
+                    settle(&mut source, &mut tracker, &books)?;
+                    tracker.refresh_modules();
                     process::resume(c);
                 }
                 ChildState::Exited(how) => {
-                    let _ = rb.consume();
-                    tracker.borrow_mut().process_exited();
+                    tracker.process_exited();
                     info!("{} {how}", exe.display());
                     break;
                 }
             },
             None => {
                 if !process::alive(pid) {
-                    let _ = rb.consume();
-                    tracker.borrow_mut().process_exited();
+                    tracker.process_exited();
                     info!("process {pid} exited");
                     break;
                 }
@@ -202,20 +217,21 @@ fn run(opts: Options) -> Result<()> {
         }
         if let (Some(at), Some(iv)) = (next_report, interval) {
             if Instant::now() >= at {
-                let _ = rb.consume();
                 reports += 1;
                 let last = opts.count.is_some_and(|c| reports >= c);
-                report(last)?;
+                tracker.refresh_modules();
+                tracker.forget_unmapped_rules(&books);
+                report(&mut tracker, &mut source, last)?;
                 if last {
-                    log::debug!("rule cache: {:?}", tracker.borrow().cache_stats());
+                    log::debug!("rule cache: {:?}", tracker.cache_stats());
                     return Ok(());
                 }
                 next_report = Some(at + iv);
             }
         }
     }
-    log::debug!("rule cache: {:?}", tracker.borrow().cache_stats());
-    report(true)
+    log::debug!("rule cache: {:?}", tracker.cache_stats());
+    report(&mut tracker, &mut source, true)
 }
 
 fn main() -> ExitCode {

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
 use log::{debug, info, warn};
-use memleak_bpf::{map, prog, Config, Counter, Kind};
+use memleak_bpf::{map, prog, Config, Counter, Kind, Pod};
 
 use crate::allocator::Allocator;
 use crate::cli::Options;
@@ -46,24 +46,6 @@ fn explain(errno: Option<i32>, what: &str, pid: i32) -> Option<String> {
     })
 }
 
-fn prog_for(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Malloc => prog::MALLOC,
-        Kind::Calloc => prog::CALLOC,
-        Kind::Realloc => prog::REALLOC,
-        Kind::Reallocarray => prog::REALLOCARRAY,
-        Kind::PosixMemalign => prog::POSIX_MEMALIGN,
-        Kind::AlignedAlloc => prog::ALIGNED_ALLOC,
-        Kind::Memalign => prog::MEMALIGN,
-        Kind::Valloc => prog::VALLOC,
-        Kind::Pvalloc => prog::PVALLOC,
-        Kind::Mmap => prog::MMAP,
-        Kind::Free => prog::FREE,
-        Kind::Munmap => prog::MUNMAP,
-        _ => prog::MALLOC,
-    }
-}
-
 /// The loaded BPF object and its attachments.
 pub struct Probes {
     pub obj: Object,
@@ -90,8 +72,16 @@ fn initial_value(m: &libbpf_rs::OpenMapMut<'_>) -> Vec<u8> {
     }
 }
 
+/// What the loader decides beside the options.
+pub struct LoadParams {
+    /// Bits of a code address (see `AnyUnwinder::code_address_mask`).
+    pub pc_mask: u64,
+    /// glibc's `realloc(p, 0)` frees `p`.
+    pub realloc_zero_frees: bool,
+}
+
 /// Loads the object with `opts` applied. Nothing is attached yet.
-pub fn load(opts: &Options) -> Result<Object> {
+pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
     libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_log)));
     let mut builder = ObjectBuilder::default();
     builder.name("memleak").context("naming the BPF object")?;
@@ -101,16 +91,21 @@ pub fn load(opts: &Options) -> Result<Object> {
     let cfg = Config {
         min_size: opts.min_size,
         max_size: opts.max_size,
-        stack_bytes: opts.stack_bytes,
-        sample_rate: opts.sample_rate,
         // Wake the reader at 1/8 of the ring; it also drains on a timer.
         wakeup_bytes: u64::from(opts.ringbuf_mb) << 17,
+        pc_mask: params.pc_mask,
+        stack_bytes: opts.stack_bytes,
+        sample_rate: opts.sample_rate,
+        max_frames: opts.max_frames as u32,
+        verify: u32::from(opts.verify_unwind),
+        trace: u32::from(opts.trace),
+        realloc_zero_frees: u32::from(params.realloc_zero_frees),
     };
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
         if name.ends_with(map::RODATA) {
             let mut value = initial_value(&m);
-            let bytes = cfg.to_bytes();
+            let bytes = cfg.as_bytes();
             if value.len() < bytes.len() {
                 return Err(anyhow!(
                     "the BPF object's .rodata is {} bytes, expected at least {}",
@@ -118,12 +113,21 @@ pub fn load(opts: &Options) -> Result<Object> {
                     bytes.len()
                 ));
             }
-            value[..bytes.len()].copy_from_slice(&bytes);
+            value[..bytes.len()].copy_from_slice(bytes);
             m.set_initial_value(&value)
                 .context("configuring the BPF object")?;
-        } else if name == map::EVENTS {
-            m.set_max_entries(opts.ringbuf_mb << 20)
-                .context("sizing the ring buffer")?;
+        } else {
+            let entries = match name.as_str() {
+                map::EVENTS => Some(opts.ringbuf_mb << 20),
+                map::ALLOCS => Some(opts.max_allocs),
+                map::STACKS => Some(opts.max_stacks),
+                map::RULES => Some(opts.max_rules),
+                _ => None,
+            };
+            if let Some(n) = entries {
+                m.set_max_entries(n)
+                    .with_context(|| format!("sizing the BPF map `{name}`"))?;
+            }
         }
     }
     if !opts.mmap {
@@ -134,13 +138,31 @@ pub fn load(opts: &Options) -> Result<Object> {
             }
         }
     }
-    open.load().map_err(|e| {
+    let started = std::time::Instant::now();
+    let loaded = open.load();
+    debug!("BPF object loaded and verified in {:?}", started.elapsed());
+    let obj = loaded.map_err(|e| {
         let errno = errno_of(&e);
         match explain(errno, "loading BPF programs", 0) {
             Some(msg) => anyhow!(msg),
             None => anyhow!("loading BPF programs failed: {e:#}"),
         }
-    })
+    })?;
+    // Every allocation entry tail-calls the stack walk through `walkers`.
+    let walker = obj
+        .progs()
+        .find(|p| p.name() == prog::WALK_STACK)
+        .ok_or_else(|| anyhow!("BPF program {} missing", prog::WALK_STACK))?;
+    let walkers = obj
+        .maps()
+        .find(|m| m.name() == map::WALKERS)
+        .ok_or_else(|| anyhow!("BPF map {} missing", map::WALKERS))?;
+    use std::os::fd::AsRawFd;
+    let fd = walker.as_fd().as_raw_fd() as u32;
+    walkers
+        .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+        .context("installing the stack walk")?;
+    Ok(obj)
 }
 
 impl Probes {
@@ -149,8 +171,8 @@ impl Probes {
         let mut links = Vec::new();
         let find = |name: &str| obj.progs_mut().find(|p| p.name() == name);
         for point in &alloc.probes {
-            let entry = find(prog_for(point.kind))
-                .ok_or_else(|| anyhow!("BPF program {} missing", prog_for(point.kind)))?;
+            let program = point.kind.program();
+            let entry = find(program).ok_or_else(|| anyhow!("BPF program {program} missing"))?;
             let attach = |p: &libbpf_rs::ProgramMut<'_>, ret: bool| -> Result<Link> {
                 p.attach_uprobe(ret, pid, &alloc.path, point.file_offset as usize).map_err(|e| {
                     let what = format!(

@@ -11,7 +11,7 @@ use crate::cli::{Format, Options};
 use crate::tracker::{Alloc, ReportFrame, Tracker};
 
 pub struct StackReport<'a> {
-    pub id: u32,
+    pub id: u64,
     pub category: &'static str,
     pub bytes: u64,
     pub allocations: u64,
@@ -48,11 +48,16 @@ pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
     }
     let u = tracker.counts;
     named.push(("bpf_prog_misses", prog_misses));
-    named.push(("unpaired_returns", u.unpaired_returns));
     named.push(("bad_records", u.bad_records));
+    named.push(("unresolved_stacks", u.unresolved));
     named.push(("truncated_stacks", u.truncated_stacks));
     named.push(("unwind_stopped", u.unwind_stopped));
-    lost += prog_misses + u.unpaired_returns + u.bad_records;
+    named.push(("misses_resolved", u.misses_resolved));
+    named.push(("rules_cached", u.rules_cached));
+    named.push(("rule_cache_failures", u.rule_failures));
+    named.push(("unwind_verified", u.verified));
+    named.push(("unwind_disagreements", u.disagreements));
+    lost += prog_misses + u.bad_records + u.unresolved;
     Losses {
         named,
         lost_events: lost,
@@ -102,7 +107,7 @@ fn group<'a>(
             oldest_ns: 0,
             index: a.stack,
             tracker,
-            end: end_name(s.end),
+            end: s.end,
             allocs: Vec::new(),
         });
         r.bytes += a.size;
@@ -121,17 +126,6 @@ fn group<'a>(
         r.allocs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     }
     v
-}
-
-fn end_name(end: memleak_unwind_arch::StackEnd) -> &'static str {
-    use memleak_unwind_arch::StackEnd;
-    match end {
-        StackEnd::Outermost => "outermost",
-        StackEnd::Truncated => "truncated",
-        StackEnd::MaxDepth => "max_depth",
-        StackEnd::NoUnwindInfo => "no_unwind_info",
-        StackEnd::Error(_) => "unwind_error",
-    }
 }
 
 fn basename(p: &str) -> &str {
@@ -296,7 +290,18 @@ pub fn render(
                     *v > 0
                         && !matches!(
                             *n,
-                            "nested_calls" | "sampled_out" | "size_filtered" | "truncated_stacks"
+                            "nested_calls"
+                                | "sampled_out"
+                                | "size_filtered"
+                                | "truncated_stacks"
+                                | "kernel_stacks"
+                                | "rule_misses"
+                                | "rule_hits"
+                                | "ringbuf_bytes"
+                                | "misses_resolved"
+                                | "rules_cached"
+                                | "unwind_verified"
+                                | "partial_munmaps"
                         )
                 })
                 .map(|(n, v)| format!("{n} {v}"))

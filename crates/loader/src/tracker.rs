@@ -1,16 +1,23 @@
-//! Turns ring-buffer records into outstanding allocations: pairs each
-//! allocator entry with its return per thread, unwinds each new stack once
-//! (symbolized when a report first shows it), and applies frees.
+//! What user space keeps beside the kernel's books: the stack table (every
+//! stack an outstanding block may name, symbolized when a report shows it),
+//! the resolution of misses (stacks the kernel could not finish, unwound
+//! here from their copy, whose rules then go into the kernel's cache), the
+//! verification of kernel walks (`--verify-unwind`), and the snapshot of the
+//! books a report renders.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use log::{debug, warn};
-use memleak_bpf::{Entry, Event, Kind};
+use memleak_bpf::{abi, stack_id, AllocInfo, Event, KStack, RuleKey, StackRecord, MISS_ID_BIT};
 use memleak_unwind_arch::{
-    AnyUnwinder, ElfCache, ElfFile, Frame, ModuleMap, StackEnd, SymbolizedFrame,
+    AnyUnwinder, ElfCache, ElfFile, EntrySnapshot, Frame, Method, ModuleMap, RuleLookup, StackEnd,
+    SymbolizedFrame,
 };
+
+use crate::books::{Books, Category};
+use crate::rules;
 
 /// Symbolized frames by (file id, address in the file).
 type SymbolCache = HashMap<(usize, u64), Rc<Vec<SymbolizedFrame>>>;
@@ -30,47 +37,48 @@ pub struct ReportFrame {
 
 /// A unique stack.
 pub struct StackInfo {
-    pub id: u32,
+    pub id: u64,
     frames: Vec<Frame>,
     /// Each frame's file and address in it, when it was in a known module.
     located: Vec<Option<(Rc<ElfFile>, u64)>>,
     symbolized: OnceCell<Vec<ReportFrame>>,
-    pub end: StackEnd,
+    /// Why the walk ended (`outermost`, `truncated`, ...).
+    pub end: &'static str,
 }
 
-/// An outstanding block.
+/// An outstanding block, as a report sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Alloc {
     pub size: u64,
+    /// Index into [`Tracker::stacks`].
     pub stack: u32,
     pub ts_ns: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    kind: Kind,
-    size: u64,
-    old_ptr: u64,
-    ts_ns: u64,
-    stack: Option<u32>,
-}
-
-/// Losses and stack-quality counts seen in user space.
+/// What user space counted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UserCounts {
-    /// Return records with no entry on that thread.
-    pub unpaired_returns: u64,
     /// Records that did not parse.
     pub bad_records: u64,
-    /// Allocations whose stack walk ran out of copied stack (or frames).
+    /// Misses unwound here.
+    pub misses_resolved: u64,
+    /// Kernel walks compared with the user-space unwinder (--verify-unwind).
+    pub verified: u64,
+    /// ... that disagreed.
+    pub disagreements: u64,
+    /// Rules put into the kernel's cache.
+    pub rules_cached: u64,
+    /// Rules the kernel's cache refused.
+    pub rule_failures: u64,
+    /// In the last snapshot: blocks whose stack is not known (its miss
+    /// record never arrived).
+    pub unresolved: u64,
+    /// In the last snapshot: blocks whose stack walk ran out of copied
+    /// stack or frames.
     pub truncated_stacks: u64,
-    /// Allocations whose stack walk stopped at a frame without unwind info
-    /// or at an impossible rule.
+    /// In the last snapshot: blocks whose stack walk stopped at a frame
+    /// without unwind info or at an impossible rule.
     pub unwind_stopped: u64,
-    /// Entry records handled.
-    pub entries: u64,
-    /// Free records handled.
-    pub frees: u64,
 }
 
 pub struct Tracker {
@@ -78,57 +86,77 @@ pub struct Tracker {
     pub modules: ModuleMap,
     files: ElfCache,
     unwinder: AnyUnwinder,
+    big_endian: bool,
     unknown_pcs: HashSet<u64>,
     process_gone: bool,
-    pending: HashMap<u32, Pending>,
     pub outstanding: HashMap<u64, Alloc>,
     pub mmaps: BTreeMap<u64, Alloc>,
     pub stacks: Vec<StackInfo>,
-    stack_index: HashMap<Vec<Frame>, u32>,
+    by_id: HashMap<u64, u32>,
+    /// Miss id -> stack index, and the snapshot generation it was seen in.
+    misses: HashMap<u64, (u32, u64)>,
+    generation: u64,
     sym_cache: RefCell<SymbolCache>,
     frames: Vec<Frame>,
+    rule_log: Vec<RuleLookup>,
+    /// Rules already in the kernel's cache: (lookup address, encoded rule).
+    cached: HashMap<u64, memleak_bpf::RawRule>,
+    /// Per thread: the copy end last given to the kernel.
+    copy_ends: HashMap<u32, u64>,
     pub counts: UserCounts,
     trace: bool,
-    /// glibc's realloc(p, 0) frees p and returns NULL; musl returns a block.
-    realloc_zero_frees: bool,
 }
 
-fn fnv1a(frames: &[Frame]) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for f in frames {
-        for b in f.address.to_le_bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x01000193);
-        }
+fn end_name_of_kernel(end: u32) -> &'static str {
+    match u64::from(end) {
+        abi::END_OUTERMOST => "outermost",
+        abi::END_MAX_DEPTH => "max_depth",
+        abi::END_NO_INFO => "no_unwind_info",
+        abi::END_ERROR => "unwind_error",
+        abi::END_COPY_LOST => "stack_copy_lost",
+        _ => "unwind_error",
     }
-    h
+}
+
+fn end_name(end: StackEnd) -> &'static str {
+    match end {
+        StackEnd::Outermost => "outermost",
+        StackEnd::Truncated => "truncated",
+        StackEnd::MaxDepth => "max_depth",
+        StackEnd::NoUnwindInfo => "no_unwind_info",
+        StackEnd::Error(_) => "unwind_error",
+    }
+}
+
+/// True for ends the user can fix with a larger copy or a deeper limit.
+fn is_truncated(end: &str) -> bool {
+    matches!(end, "truncated" | "max_depth" | "stack_copy_lost")
 }
 
 impl Tracker {
-    pub fn new(pid: i32, unwinder: AnyUnwinder, trace: bool) -> Tracker {
+    pub fn new(pid: i32, unwinder: AnyUnwinder, big_endian: bool, trace: bool) -> Tracker {
         Tracker {
             pid,
             modules: ModuleMap::new(),
             files: ElfCache::new(),
             unwinder,
+            big_endian,
             unknown_pcs: HashSet::new(),
             process_gone: false,
-            pending: HashMap::new(),
             outstanding: HashMap::new(),
             mmaps: BTreeMap::new(),
             stacks: Vec::new(),
-            stack_index: HashMap::new(),
+            by_id: HashMap::new(),
+            misses: HashMap::new(),
+            generation: 0,
             sym_cache: RefCell::new(HashMap::new()),
             frames: Vec::new(),
+            rule_log: Vec::new(),
+            cached: HashMap::new(),
+            copy_ends: HashMap::new(),
             counts: UserCounts::default(),
             trace,
-            realloc_zero_frees: true,
         }
-    }
-
-    /// Tells the tracker whether realloc(p, 0) frees (glibc) or allocates (musl).
-    pub fn set_realloc_zero_frees(&mut self, frees: bool) {
-        self.realloc_zero_frees = frees;
     }
 
     /// Re-reads /proc/PID/maps (new libraries, dlopen). Keeps the old map
@@ -153,6 +181,24 @@ impl Tracker {
         }
     }
 
+    /// Drops the cached rules of code that is no longer mapped (dlclose):
+    /// the next library at those addresses gets its own.
+    pub fn forget_unmapped_rules(&mut self, books: &Books) {
+        if self.process_gone {
+            return;
+        }
+        let gone: Vec<u64> = self
+            .cached
+            .keys()
+            .copied()
+            .filter(|&pc| self.modules.find(pc).is_none())
+            .collect();
+        for pc in gone {
+            self.cached.remove(&pc);
+            books.delete_rule(&self.rule_key(pc));
+        }
+    }
+
     /// Marks the process as gone: no more /proc reads.
     pub fn process_exited(&mut self) {
         self.process_gone = true;
@@ -162,17 +208,58 @@ impl Tracker {
         self.unwinder.arch_name()
     }
 
-    pub fn handle(&mut self, data: &[u8]) {
+    fn rule_key(&self, pc: u64) -> RuleKey {
+        RuleKey {
+            pc,
+            tgid: self.pid as u32,
+            _pad: 0,
+        }
+    }
+
+    /// Handles one record from the kernel.
+    pub fn handle(&mut self, data: &[u8], books: &Books) {
         match Event::parse(data) {
-            Ok(Event::Entry(e)) => self.on_entry(&e),
-            Ok(Event::Return { tid, retval, .. }) => self.on_return(tid, retval),
-            Ok(Event::Free {
-                kind,
+            Ok(Event::Stack(rec)) if rec.tgid == self.pid as u32 => {
+                if rec.verify {
+                    self.verify(&rec);
+                } else {
+                    self.resolve_miss(&rec, books);
+                }
+            }
+            Ok(Event::Stack(rec)) => debug!("stack record of another process ({})", rec.tgid),
+            Ok(Event::Munmap {
+                tgid,
+                ts_ns,
                 addr,
                 len,
+            }) => {
+                if let Err(e) = books.apply_munmap(tgid, addr, len, ts_ns) {
+                    warn!("munmap({addr:#x}, {len}): {e:#}");
+                }
+            }
+            Ok(Event::Trace {
                 tid,
+                kind,
+                size,
+                addr,
+                old_ptr,
                 ..
-            }) => self.on_free(tid, kind, addr, len),
+            }) => {
+                if self.trace {
+                    match kind {
+                        memleak_bpf::Kind::Free | memleak_bpf::Kind::Munmap => {
+                            eprintln!("[tid {tid}] {}({addr:#x})", kind.name())
+                        }
+                        memleak_bpf::Kind::Realloc | memleak_bpf::Kind::Reallocarray => {
+                            eprintln!(
+                                "[tid {tid}] {}({old_ptr:#x}, {size}) = {addr:#x}",
+                                kind.name()
+                            )
+                        }
+                        _ => eprintln!("[tid {tid}] {}({size}) = {addr:#x}", kind.name()),
+                    }
+                }
+            }
             Err(e) => {
                 self.counts.bad_records += 1;
                 warn!("{e}");
@@ -180,63 +267,139 @@ impl Tracker {
         }
     }
 
-    fn unwind(&mut self, e: &Entry<'_>) -> StackEnd {
-        self.frames.clear();
-        self.unwinder.unwind_at_entry(
-            e.regs,
-            e.stack,
-            cfg!(target_endian = "big"),
-            e.reached_stack_end,
-            &self.modules,
-            &mut self.frames,
-        )
+    /// Unwinds a record's copy into `self.frames` (and the rules it used into
+    /// `self.rule_log`), re-reading the module map once if a frame is
+    /// outside every known module.
+    fn unwind(&mut self, rec: &StackRecord<'_>) -> StackEnd {
+        let snap = EntrySnapshot {
+            raw_regs: rec.regs,
+            stack: rec.stack,
+            big_endian: self.big_endian,
+            reached_end: rec.reached_stack_end,
+        };
+        let go = |t: &mut Tracker| {
+            t.frames.clear();
+            t.rule_log.clear();
+            t.unwinder
+                .unwind_entry_logged(&snap, &t.modules, &mut t.frames, Some(&mut t.rule_log))
+        };
+        let mut end = go(self);
+        // A pc outside every known module: a library was loaded since the
+        // last look at /proc/PID/maps.
+        if let Some(pc) = self
+            .frames
+            .iter()
+            .map(|f| f.address)
+            .find(|&a| self.modules.find(a).is_none())
+        {
+            if !self.unknown_pcs.contains(&pc) && self.refresh_modules() {
+                end = go(self);
+            }
+            if self.modules.find(pc).is_none() {
+                self.unknown_pcs.insert(pc);
+            }
+        }
+        end
     }
 
-    fn on_entry(&mut self, e: &Entry<'_>) {
-        self.counts.entries += 1;
-        let stack = if e.untracked {
-            None
+    /// A stack the kernel could not finish: unwind its copy, attribute the
+    /// allocation, and cache the rule of every PC on the way so the next
+    /// allocation on this path stays in the kernel.
+    fn resolve_miss(&mut self, rec: &StackRecord<'_>, books: &Books) {
+        let end = self.unwind(rec);
+        self.counts.misses_resolved += 1;
+        // The kernel walked a prefix of this stack: it must agree.
+        let kernel = rec.kstack.words();
+        let user: Vec<u64> = self.words();
+        if kernel.len() > user.len() || kernel != &user[..kernel.len()] {
+            self.disagree("miss", kernel, rec.kstack.end, &user, end);
+        }
+        if end == StackEnd::Outermost {
+            // Every stack of this thread ends in the same outermost frame:
+            // later copies need not go beyond it (a little slack above).
+            let copy_end = self.unwinder.last_sp().saturating_add(64);
+            if self.copy_ends.insert(rec.tid, copy_end) != Some(copy_end) {
+                books.set_copy_end(rec.tid, copy_end);
+            }
+        }
+        let index = self.intern(end_name(end));
+        self.misses.insert(rec.stack_id, (index, self.generation));
+        for i in 0..self.rule_log.len() {
+            let RuleLookup { address, rule } = self.rule_log[i];
+            let raw = rules::encode(rule);
+            if self.cached.get(&address) == Some(&raw) {
+                continue;
+            }
+            log::trace!("rule at {address:#x}: {:?}", rules::decode(&raw));
+            match books.insert_rule(&self.rule_key(address), &raw) {
+                Ok(()) => {
+                    self.counts.rules_cached += 1;
+                    self.cached.insert(address, raw);
+                }
+                Err(e) => {
+                    self.counts.rule_failures += 1;
+                    debug!("{e:#}");
+                }
+            }
+        }
+    }
+
+    /// --verify-unwind: the kernel finished this stack; the user-space
+    /// unwinder must find the same frames from the copy.
+    fn verify(&mut self, rec: &StackRecord<'_>) {
+        let end = self.unwind(rec);
+        self.counts.verified += 1;
+        let kernel = rec.kstack.words();
+        let user = self.words();
+        let agree = if end == StackEnd::Truncated {
+            // The copy ended before the stack did; the kernel read on.
+            user.len() <= kernel.len() && user == kernel[..user.len()]
         } else {
-            let mut end = self.unwind(e);
-            // A pc outside every known module: a library was loaded since the
-            // last look at /proc/PID/maps.
-            if let Some(pc) = self
-                .frames
-                .iter()
-                .map(|f| f.address)
-                .find(|&a| self.modules.find(a).is_none())
-            {
-                if !self.unknown_pcs.contains(&pc) && self.refresh_modules() {
-                    end = self.unwind(e);
-                }
-                if self.modules.find(pc).is_none() {
-                    self.unknown_pcs.insert(pc);
-                }
-            }
-            match end {
-                StackEnd::Outermost => {}
-                end if end.is_truncated() => self.counts.truncated_stacks += 1,
-                _ => self.counts.unwind_stopped += 1,
-            }
-            Some(self.intern(end))
+            user == kernel && same_end(rec.kstack.end, end)
         };
-        self.pending.insert(
-            e.tid,
-            Pending {
-                kind: e.kind,
-                size: e.size,
-                old_ptr: e.old_ptr,
-                ts_ns: e.ts_ns,
-                stack,
-            },
+        if !agree {
+            self.disagree("kernel walk", kernel, rec.kstack.end, &user, end);
+        }
+    }
+
+    fn disagree(&mut self, what: &str, kernel: &[u64], kend: u32, user: &[u64], uend: StackEnd) {
+        self.counts.disagreements += 1;
+        let show = |w: &[u64]| {
+            w.iter()
+                .map(|w| {
+                    let m = rules::method_of_code(w >> abi::METHOD_SHIFT).map_or("?", Method::name);
+                    format!("{:#x}<{m}>", w & memleak_bpf::PC_MASK)
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        warn!(
+            "unwinding disagreement ({what}): kernel [{}] ({}), user space [{}] ({})",
+            show(kernel),
+            end_name_of_kernel(kend),
+            show(user),
+            end_name(uend)
         );
     }
 
-    fn intern(&mut self, end: StackEnd) -> u32 {
-        if let Some(&i) = self.stack_index.get(&self.frames) {
+    fn words(&self) -> Vec<u64> {
+        self.frames
+            .iter()
+            .map(|f| rules::stack_word(f.address, f.method))
+            .collect()
+    }
+
+    /// The index of the stack in `self.frames`, added if new.
+    fn intern(&mut self, end: &'static str) -> u32 {
+        let id = stack_id(&self.words());
+        if let Some(&i) = self.by_id.get(&id) {
             return i;
         }
         let frames = std::mem::take(&mut self.frames);
+        self.add_stack(id, frames, end)
+    }
+
+    fn add_stack(&mut self, id: u64, frames: Vec<Frame>, end: &'static str) -> u32 {
         // Keep each frame's file now (it may be unmapped or the process gone
         // by report time); symbolize only when a report shows the stack.
         let located = frames
@@ -252,14 +415,103 @@ impl Tracker {
             .collect();
         let index = self.stacks.len() as u32;
         self.stacks.push(StackInfo {
-            id: fnv1a(&frames),
-            frames: frames.clone(),
+            id,
+            frames,
             located,
             symbolized: OnceCell::new(),
             end,
         });
-        self.stack_index.insert(frames, index);
+        self.by_id.insert(id, index);
         index
+    }
+
+    fn kernel_stack(&mut self, id: u64, s: &KStack) -> u32 {
+        let frames = s
+            .words()
+            .iter()
+            .map(|w| Frame {
+                address: w & memleak_bpf::PC_MASK,
+                method: rules::method_of_code(w >> abi::METHOD_SHIFT).unwrap_or(Method::Cfi),
+            })
+            .collect();
+        self.add_stack(id, frames, end_name_of_kernel(s.end))
+    }
+
+    /// The stack index an outstanding block names, or `None` when unknown.
+    fn stack_index(&mut self, id: u64, books: &Books) -> Option<u32> {
+        if id & MISS_ID_BIT != 0 {
+            return self.misses.get(&id).map(|m| m.0);
+        }
+        if let Some(&i) = self.by_id.get(&id) {
+            return Some(i);
+        }
+        let s = books.stack(id)?;
+        Some(self.kernel_stack(id, &s))
+    }
+
+    fn unknown_stack(&mut self) -> u32 {
+        const UNKNOWN: u64 = 0;
+        match self.by_id.get(&UNKNOWN) {
+            Some(&i) => i,
+            None => self.add_stack(UNKNOWN, Vec::new(), "unknown_stack"),
+        }
+    }
+
+    /// Reads the books of the traced process into `outstanding` and `mmaps`.
+    pub fn snapshot(&mut self, books: &Books, mmap: bool) -> anyhow::Result<()> {
+        let tgid = self.pid as u32;
+        let heap = books.blocks(Category::Heap, tgid)?;
+        let regions = if mmap {
+            books.blocks(Category::Mmap, tgid)?
+        } else {
+            Vec::new()
+        };
+        let heap_ids: Vec<u64> = heap
+            .iter()
+            .chain(regions.iter())
+            .map(|(_, i)| i.stack_id)
+            .filter(|id| id & MISS_ID_BIT != 0)
+            .collect();
+        self.outstanding.clear();
+        self.mmaps.clear();
+        self.counts.unresolved = 0;
+        self.counts.truncated_stacks = 0;
+        self.counts.unwind_stopped = 0;
+        for (cat, list) in [(Category::Heap, heap), (Category::Mmap, regions)] {
+            for (addr, info) in list {
+                let AllocInfo {
+                    size,
+                    stack_id,
+                    ts_ns,
+                } = info;
+                let stack = match self.stack_index(stack_id, books) {
+                    Some(i) => i,
+                    None => {
+                        self.counts.unresolved += 1;
+                        self.unknown_stack()
+                    }
+                };
+                let end = self.stacks[stack as usize].end;
+                if is_truncated(end) {
+                    self.counts.truncated_stacks += 1;
+                } else if end != "outermost" && end != "unknown_stack" {
+                    self.counts.unwind_stopped += 1;
+                }
+                let a = Alloc { size, stack, ts_ns };
+                match cat {
+                    Category::Heap => self.outstanding.insert(addr, a),
+                    Category::Mmap => self.mmaps.insert(addr, a),
+                };
+            }
+        }
+        // Misses no block names need not be remembered once they are older
+        // than the previous snapshot (their allocation has returned by then).
+        let live: HashSet<u64> = heap_ids.into_iter().collect();
+        let old = self.generation;
+        self.misses
+            .retain(|id, (_, generation)| *generation >= old || live.contains(id));
+        self.generation += 1;
+        Ok(())
     }
 
     /// The frames of stack `index`, symbolized (once).
@@ -308,90 +560,18 @@ impl Tracker {
         })
     }
 
-    fn insert(&mut self, addr: u64, p: &Pending) {
-        let Some(stack) = p.stack else { return };
-        let a = Alloc {
-            size: p.size,
-            stack,
-            ts_ns: p.ts_ns,
-        };
-        if p.kind == Kind::Mmap {
-            self.mmaps.insert(addr, a);
-        } else {
-            self.outstanding.insert(addr, a);
-        }
-    }
-
-    fn on_return(&mut self, tid: u32, retval: u64) {
-        let Some(p) = self.pending.remove(&tid) else {
-            self.counts.unpaired_returns += 1;
-            return;
-        };
-        if self.trace {
-            eprintln!("[tid {tid}] {}({}) = {retval:#x}", p.kind.name(), p.size);
-        }
-        match p.kind {
-            Kind::Realloc | Kind::Reallocarray => {
-                if retval != 0 {
-                    if p.old_ptr != 0 {
-                        self.outstanding.remove(&p.old_ptr);
-                    }
-                    self.insert(retval, &p);
-                } else if p.size == 0 && p.old_ptr != 0 && self.realloc_zero_frees {
-                    self.outstanding.remove(&p.old_ptr);
-                }
-            }
-            _ if retval != 0 => self.insert(retval, &p),
-            _ => {} // failed: not a leak
-        }
-    }
-
-    fn on_free(&mut self, tid: u32, kind: Kind, addr: u64, len: u64) {
-        self.counts.frees += 1;
-        if self.trace {
-            eprintln!("[tid {tid}] {}({addr:#x})", kind.name());
-        }
-        if kind == Kind::Munmap {
-            self.unmap(addr, len);
-        } else {
-            self.outstanding.remove(&addr);
-        }
-    }
-
-    /// munmap may cover several regions or part of one: trim them.
-    fn unmap(&mut self, addr: u64, len: u64) {
-        let end = addr.saturating_add(len);
-        let hits: Vec<(u64, Alloc)> = self
-            .mmaps
-            .range(..end)
-            .filter(|(&a, r)| a.saturating_add(r.size) > addr)
-            .map(|(&a, &r)| (a, r))
-            .collect();
-        for (a, r) in hits {
-            self.mmaps.remove(&a);
-            let r_end = a.saturating_add(r.size);
-            if a < addr {
-                self.mmaps.insert(
-                    a,
-                    Alloc {
-                        size: addr - a,
-                        ..r
-                    },
-                );
-            }
-            if r_end > end {
-                self.mmaps.insert(
-                    end,
-                    Alloc {
-                        size: r_end - end,
-                        ..r
-                    },
-                );
-            }
-        }
-    }
-
     pub fn cache_stats(&self) -> memleak_unwind_arch::CacheStats {
         self.unwinder.cache_stats()
     }
+}
+
+/// True when a kernel walk's end matches the user-space unwinder's.
+fn same_end(kernel: u32, user: StackEnd) -> bool {
+    matches!(
+        (u64::from(kernel), user),
+        (abi::END_OUTERMOST, StackEnd::Outermost)
+            | (abi::END_MAX_DEPTH, StackEnd::MaxDepth)
+            | (abi::END_NO_INFO, StackEnd::NoUnwindInfo)
+            | (abi::END_ERROR, StackEnd::Error(_))
+    )
 }

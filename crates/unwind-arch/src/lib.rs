@@ -58,7 +58,7 @@ mod unwinder;
 mod x86_64;
 
 pub use aarch64::{ArchAarch64, UnwindRegsAarch64};
-pub use any::AnyUnwinder;
+pub use any::{AnyUnwinder, EntrySnapshot};
 pub use arch::Arch;
 pub use cache::CacheStats;
 pub use cfi::{find_cfi_rule, CfiLookup, CfiSource, UnwindContext};
@@ -70,5 +70,5 @@ pub use recording::{Recording, RecordingError};
 pub use regs::UnwindRegs;
 pub use rule::{CfaRule, Reg, RegRule, UnwindRule};
 pub use stack::{StackMemory, StackSnapshot};
-pub use unwinder::{Frame, Method, StackEnd, UnwindMode, Unwinder};
+pub use unwinder::{Frame, Method, RuleLookup, StackEnd, UnwindMode, Unwinder};
 pub use x86_64::{ArchX86_64, UnwindRegsX86_64};

@@ -78,6 +78,15 @@ impl StackEnd {
     }
 }
 
+/// One rule looked up during a walk (see [`Unwinder::unwind_logged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleLookup {
+    /// The address looked up (AVMA): a return address minus one.
+    pub address: u64,
+    /// The rule and where it came from; `None` where there is none.
+    pub rule: Option<(UnwindRule, Method)>,
+}
+
 /// Which rules the unwinder may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnwindMode {
@@ -97,6 +106,7 @@ pub struct Unwinder<A: Arch> {
     cache: RuleCache,
     mode: UnwindMode,
     max_frames: usize,
+    last_sp: u64,
     _arch: PhantomData<A>,
 }
 
@@ -114,6 +124,7 @@ impl<A: Arch> Unwinder<A> {
             cache: RuleCache::new(),
             mode,
             max_frames: max_frames.max(2),
+            last_sp: 0,
             _arch: PhantomData,
         }
     }
@@ -121,6 +132,12 @@ impl<A: Arch> Unwinder<A> {
     /// Rule-cache statistics.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats
+    }
+
+    /// The stack pointer of the last frame the latest walk reached: every
+    /// stack read of that walk was below it.
+    pub fn last_sp(&self) -> u64 {
+        self.last_sp
     }
 
     fn rule_for(&mut self, modules: &ModuleMap, avma: u64) -> Option<(UnwindRule, Method)> {
@@ -163,6 +180,48 @@ impl<A: Arch> Unwinder<A> {
         modules: &ModuleMap,
         frames: &mut Vec<Frame>,
     ) -> StackEnd {
+        self.unwind_logged(regs, at_function_entry, stack, modules, frames, None)
+    }
+
+    /// [`unwind`](Self::unwind), also appending to `rules` every rule looked
+    /// up on the way: the address looked up (a return address minus one, or
+    /// the pc of the first frame) and the rule found there (`None`: none).
+    /// A cache of exactly these answers walks the same stack again without
+    /// the ELF files (memleak's in-kernel walk).
+    pub fn unwind_logged(
+        &mut self,
+        regs: UnwindRegs,
+        at_function_entry: bool,
+        stack: &impl StackMemory,
+        modules: &ModuleMap,
+        frames: &mut Vec<Frame>,
+        rules: Option<&mut Vec<RuleLookup>>,
+    ) -> StackEnd {
+        let mut last_sp = regs.sp;
+        let end = self.walk(
+            regs,
+            at_function_entry,
+            stack,
+            modules,
+            frames,
+            rules,
+            &mut last_sp,
+        );
+        self.last_sp = last_sp;
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &mut self,
+        regs: UnwindRegs,
+        at_function_entry: bool,
+        stack: &impl StackMemory,
+        modules: &ModuleMap,
+        frames: &mut Vec<Frame>,
+        mut rules: Option<&mut Vec<RuleLookup>>,
+        last_sp: &mut u64,
+    ) -> StackEnd {
         let mut regs = regs;
         frames.push(Frame {
             address: regs.pc,
@@ -182,7 +241,14 @@ impl<A: Arch> Unwinder<A> {
                 } else {
                     regs.pc.saturating_sub(1)
                 };
-                match self.rule_for(modules, lookup) {
+                let found = self.rule_for(modules, lookup);
+                if let Some(log) = rules.as_deref_mut() {
+                    log.push(RuleLookup {
+                        address: lookup,
+                        rule: found,
+                    });
+                }
+                match found {
                     Some(r) => r,
                     None => return StackEnd::NoUnwindInfo,
                 }
@@ -207,6 +273,7 @@ impl<A: Arch> Unwinder<A> {
                 method,
             });
             regs = UnwindRegs { pc, ..next };
+            *last_sp = regs.sp;
         }
     }
 }

@@ -7,12 +7,17 @@
  * per architecture below. The object's own BTF (clang -g) only describes its
  * maps, which every kernel with BPF_SYSCALL can load.
  *
- * At an allocator's entry the probe copies the registers the unwinder needs
- * and the user stack from sp upwards into the ring buffer; the return probe
- * sends the returned address. Userspace pairs them per thread, unwinds the
- * copy with DWARF CFI and keeps the outstanding blocks. Capturing at entry
- * means the caller is never lost: its return address is still in a register
- * or at [sp].
+ * The books are kept here: at an allocator's entry the probe walks the
+ * caller's stack with the compact unwind rules user space cached in `rules`
+ * (the first step uses the ABI's rule at a function's entry, so the caller is
+ * never lost), stores the stack once in `stacks` and remembers its id per
+ * thread; the return probe puts the block into `allocs`; free, munmap and
+ * realloc take blocks out. Only a walk that meets a PC without a rule sends
+ * anything to user space: a copy of the stack (EV_MISS), which user space
+ * unwinds with DWARF CFI before filling the rules of that chain.
+ *
+ * Kernels 5.8+ (ring buffer, bpf_probe_read_user): no atomics with fetch, no
+ * bpf_loop, no kfuncs; every map is preallocated (or LRU).
  */
 #include "memleak.h"
 
@@ -20,6 +25,7 @@ typedef unsigned char __u8;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
 typedef long long __s64;
+typedef int __s32;
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
@@ -30,6 +36,7 @@ typedef long long __s64;
 #define MAX_NESTING 16
 
 /* Record classes for copies up to a known stack end. */
+#define TINY_STACK 1024
 #define SMALL_STACK 2048
 #define MEDIUM_STACK 4096
 
@@ -37,6 +44,9 @@ typedef long long __s64;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
+static long (*bpf_tail_call)(void *ctx, void *prog_array_map, __u32 index) = (void *)12;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
@@ -46,11 +56,17 @@ static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
 #define BPF_RB_NO_WAKEUP 1
 #define BPF_RB_FORCE_WAKEUP 2
 #define BPF_RB_AVAIL_DATA 0
+#define BPF_RB_RING_SIZE 1
 
+#define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PROG_ARRAY 3
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_RINGBUF 27
 #define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_ANY 0
+#define BPF_NOEXIST 1
+#define EEXIST 17
 
 /*
  * struct pt_regs of each architecture, as the kernel lays it out. Only the
@@ -113,32 +129,73 @@ typedef __u32 ureg;
 const volatile struct config cfg = {
 	.min_size = 0,
 	.max_size = ~0ULL,
+	.wakeup_bytes = 1 << 18,
+	.pc_mask = ~0ULL,
 	.stack_bytes = 8192,
 	.sample_rate = 1,
-	.wakeup_bytes = 1 << 20,
+	.max_frames = 64,
+	.verify = 0,
+	.trace = 0,
+	.realloc_zero_frees = 1,
 };
 
 /* Per-thread state between an allocator's entry and its return. */
 struct thread_state {
-	__u64 entry_sp; /* sp at the outermost entry: tells nesting from a lost return */
-	__u64 memptr;   /* posix_memalign's out pointer */
-	__u32 depth;    /* allocator calls in progress on this thread */
-	__u32 kind;
-	__u32 emitted;  /* 1 when the entry event was sent (its return must be sent too) */
-	__u32 _pad;
+	__u64 entry_sp;  /* sp at the outermost entry: tells nesting from a lost return */
+	__u64 memptr;    /* posix_memalign's out pointer */
+	__u64 size;
+	__u64 old_ptr;   /* realloc's block */
+	__u64 stack_id;
+	__u64 ts_ns;
 	__u64 stack_end; /* first unreadable address above this thread's sp, once seen */
+	__u32 depth;     /* allocator calls in progress on this thread */
+	__u32 kind;
+	__u32 tracked;   /* 1: the block goes into the books (not filtered or sampled out) */
+	__u32 sample_ctr; /* allocations seen on this thread, for --sample-rate */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* exited threads age out */
-	__uint(max_entries, 16384); /* threads; the loader may resize */
+	__uint(max_entries, 8192); /* threads; the loader may resize */
 	__type(key, __u32);
 	__type(value, struct thread_state);
 } threads SEC(".maps");
 
+/* The books: outstanding heap blocks ... */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072); /* the loader sets --max-allocs */
+	__type(key, struct alloc_key);
+	__type(value, struct alloc_info);
+} allocs SEC(".maps");
+
+/* ... and mmap regions (--mmap). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct alloc_key);
+	__type(value, struct alloc_info);
+} mmaps SEC(".maps");
+
+/* Stacks the kernel walked, by id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* the loader sets --max-stacks */
+	__type(key, __u64);
+	__type(value, struct kstack);
+} stacks SEC(".maps");
+
+/* The rule cache user space fills: (process, pc) -> how to find the caller. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384); /* the loader sets --max-rules */
+	__type(key, struct rule_key);
+	__type(value, struct unwind_rule);
+} rules SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* the loader may resize */
+	__uint(max_entries, 2 << 20); /* the loader may resize */
 } events SEC(".maps");
 
 struct {
@@ -148,36 +205,74 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Where each thread's copies may stop: just above its outermost frame,
+ * learnt by user space from a complete unwind. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, __u64);
-} sample_clock SEC(".maps");
+} copy_ends SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+/* walk_stack, tail-called by the allocator entries (filled by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} walkers SEC(".maps");
+
+/* Per-CPU room for a stack being walked (too big for the BPF stack), and
+ * the arguments of walk_stack. */
+struct scratch {
+	struct kstack st;
+	__u64 miss_seq;
+	__u64 regs[NR_REGS]; /* in: pc, sp, fp, ra at the allocator's entry */
+	__u64 stack_end;     /* in/out: the thread's stack end, once learnt */
+	__u32 tgid, tid;     /* in */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
-		*v += 1; /* per-CPU slot: no atomics needed */
+		*v += n; /* per-CPU slot, and BPF programs do not nest on a CPU: no atomics */
 }
 
-/*
- * Submits a record, waking the reader only once enough is pending: a wakeup
- * per record (an IPI to the reader's CPU) costs more than the probe itself.
- * The reader also drains the buffer on a timer.
- */
-static __always_inline void submit(void *rec)
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
+}
+
+/* Records are submitted without a wakeup until enough are pending (a wakeup
+ * costs more than the probe); the reader also drains on a timer. Misses wake
+ * it at once: the allocations of that path miss until it answers. */
+static __always_inline void submit(void *rec, int urgent)
 {
 	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	bpf_ringbuf_submit(rec, pending >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, urgent || pending >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								       : BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline __u32 current_tid(void)
+/* A ring-buffer record of `size` bytes; `lost` counts a failure. */
+static __always_inline void *reserve(__u64 size, __u32 lost)
 {
-	return (__u32)bpf_get_current_pid_tgid();
+	void *rec = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (rec)
+		count_n(C_BYTES_SENT, size);
+	else
+		count(lost);
+	return rec;
 }
 
 /*
@@ -199,13 +294,237 @@ static __always_inline int nested(struct thread_state *st, __u64 sp)
 	return 0;
 }
 
+/* ---- The stack walk ---------------------------------------------------- */
+
+/* Mixes one word into a stack hash; crates/bpf/src/lib.rs has the same. */
+static __always_inline __u64 mix(__u64 h, __u64 w)
+{
+	h ^= w;
+	h *= 0x100000001b3ULL;
+	h ^= h >> 29;
+	return h;
+}
+
+#define HASH_SEED 0xcbf29ce484222325ULL
+
+/* CFA / register arithmetic as the user-space unwinder does it: u64 plus a
+ * signed offset, overflow is an error. */
+static __always_inline int add_off(__u64 base, __s64 off, __u64 *out)
+{
+	__u64 r = base + (__u64)off;
+
+	if (off < 0 ? r > base : r < base)
+		return -1;
+	*out = r;
+	return 0;
+}
+
+/* One stack slot. Like the user-space copy: nothing below the sp at entry,
+ * nothing implausibly far above it. */
+static __always_inline int read_word(__u64 addr, __u64 sp0, __u64 *out)
+{
+	ureg w = 0;
+
+	if (addr < sp0 || addr - sp0 > (1ULL << 30))
+		return -1;
+	if (bpf_probe_read_user(&w, sizeof(w), (const void *)(long)addr) != 0)
+		return -1;
+	*out = w;
+	return 0;
+}
+
+struct regs {
+	__u64 pc, sp, fp;
+	__u64 fp_ok;
+};
+
+/* The value of register `reg` in a frame after the first: the
+ * return-address register is not known there. */
+static __always_inline int get_reg(struct regs *r, __u32 reg, __u64 *out)
+{
+	if (reg == UR_SP) {
+		*out = r->sp;
+		return 0;
+	}
+	if (reg == UR_FP && r->fp_ok) {
+		*out = r->fp;
+		return 0;
+	}
+	return -1;
+}
+
+/* Recovers a caller's register. Returns 1 with a value, 0 when it has none
+ * (undefined), -1 on an error. `cur`/`cur_ok` is its current value. */
+static __always_inline int recover(__u8 how, __s32 off, __u64 cfa, struct regs *r, __u64 cur,
+				   int cur_ok, __u64 sp0, __u64 *out)
+{
+	__u32 op = how & 0xf, reg = how >> 4;
+	__u64 base;
+
+	switch (op) {
+	case RR_UNDEFINED:
+		return 0;
+	case RR_SAME:
+		if (!cur_ok)
+			return 0;
+		*out = cur;
+		return 1;
+	case RR_AT_CFA:
+		if (add_off(cfa, off, &base) || read_word(base, sp0, out))
+			return -1;
+		return 1;
+	case RR_VAL_CFA:
+		return add_off(cfa, off, out) ? -1 : 1;
+	case RR_AT_REG:
+		if (get_reg(r, reg, &base) || add_off(base, off, &base) || read_word(base, sp0, out))
+			return -1;
+		return 1;
+	case RR_IN_REG:
+		return get_reg(r, reg, out) ? -1 : 1;
+	}
+	return -1;
+}
+
+static __always_inline void push(struct kstack *st, __u32 n, __u64 pc, __u64 method, __u64 *h)
+{
+	__u64 w = (pc & PC_MASK) | (method << METHOD_SHIFT);
+
+	st->pcs[n & (KSTACK_MAX - 1)] = w;
+	*h = mix(*h, w);
+}
+
+/*
+ * Walks the stack at an allocator's entry into `st`, the same way the
+ * user-space unwinder does (crates/unwind-arch/src/unwinder.rs), and returns
+ * the stack's hash. st->end says why it stopped; END_MISS: at a PC without a
+ * usable rule, user space must finish it from a copy.
+ */
+static __always_inline __u64 walk(struct scratch *sc)
+{
+	struct kstack *st = &sc->st;
+	struct regs r = {};
+	__u64 h = HASH_SEED, ra = 0, sp0 = sc->regs[1];
+	__u32 n = 1, end = 0, max = cfg.max_frames;
+	struct rule_key key = { .tgid = sc->tgid };
+
+	r.pc = sc->regs[0];
+	r.sp = sp0;
+	r.fp = sc->regs[2];
+	r.fp_ok = 1;
+	push(st, 0, r.pc, M_REGS, &h);
+
+	/* Frame 1: the caller, by the ABI's rule at a function's entry. */
+#if defined(__TARGET_ARCH_x86)
+	if (read_word(sp0, sp0, &ra)) {
+		end = END_ERROR;
+		goto out;
+	}
+	if (ra == 0) {
+		end = END_OUTERMOST;
+		goto out;
+	}
+	r.sp = sp0 + 8;
+#else
+	ra = sc->regs[3];
+	if (ra == 0) {
+		end = END_OUTERMOST;
+		goto out;
+	}
+	if (ra == r.pc) {
+		end = END_ERROR; /* did not advance */
+		goto out;
+	}
+#endif
+	r.pc = ra & cfg.pc_mask;
+	push(st, n, r.pc, M_ENTRY, &h);
+	n++;
+
+	for (int i = 0; i < KSTACK_MAX - 2; i++) {
+		struct unwind_rule *rule;
+		__u64 cfa, base, nfp = 0;
+		int got;
+
+		if (n >= max) {
+			end = END_MAX_DEPTH;
+			goto out;
+		}
+		key.pc = r.pc - 1;
+		rule = bpf_map_lookup_elem(&rules, &key);
+		if (!rule) {
+			end = END_MISS;
+			goto out;
+		}
+		if ((rule->kind & 0xf) == RK_NO_INFO) {
+			end = END_NO_INFO;
+			goto out;
+		}
+		if ((rule->kind & 0xf) != RK_STEP) {
+			count(C_UNEXPRESSIBLE);
+			end = END_MISS;
+			goto out;
+		}
+		count(C_RULE_HITS);
+		/* The CFA: the caller's sp. */
+		if (get_reg(&r, rule->cfa & 0xf, &base) || add_off(base, rule->cfa_off, &cfa)) {
+			end = END_ERROR;
+			goto out;
+		}
+		if ((rule->cfa & CFA_DEREF) && read_word(cfa, sp0, &cfa)) {
+			end = END_ERROR;
+			goto out;
+		}
+		/* The return address: the caller's pc. */
+		got = recover(rule->ra, rule->ra_off, cfa, &r, 0, 0, sp0, &ra);
+		if (got < 0 || ((rule->ra & 0xf) == RR_SAME)) {
+			end = END_ERROR; /* needs the return-address register, unknown here */
+			goto out;
+		}
+		if (got == 0 || ra == 0) {
+			end = END_OUTERMOST;
+			goto out;
+		}
+		got = recover(rule->fp, rule->fp_off, cfa, &r, r.fp, r.fp_ok, sp0, &nfp);
+		if (got < 0 || cfa < r.sp || (cfa == r.sp && ra == r.pc)) {
+			end = END_ERROR;
+			goto out;
+		}
+		r.fp_ok = got;
+		r.fp = nfp;
+		r.sp = cfa;
+		r.pc = ra & cfg.pc_mask;
+		push(st, n, r.pc, rule->kind >> 4, &h);
+		n++;
+	}
+	/* KSTACK_MAX frames walked. */
+	end = n >= max ? END_MAX_DEPTH : END_MISS;
+	if (end == END_MISS)
+		count(C_KERNEL_TOO_DEEP);
+out:
+	st->nr = n;
+	st->end = end;
+	h = mix(h, n) & ~MISS_ID_BIT;
+	return h ? h : 1;
+}
+
+/* Keeps a walked stack in `stacks` (once). */
+static __always_inline void store_stack(__u64 id, struct kstack *st)
+{
+	long err;
+
+	if (bpf_map_lookup_elem(&stacks, &id))
+		return;
+	err = bpf_map_update_elem(&stacks, &id, st, BPF_NOEXIST);
+	if (err != 0 && err != -EEXIST)
+		count(C_STACKS_FULL);
+}
+
 /*
  * Copies user memory from sp up to cfg.stack_bytes or the stack's end,
  * whichever comes first. The end is learnt per thread: the first copy goes
  * page by page and remembers the first unreadable page (a fault costs far
  * more than a copy), later copies stop right there in one read.
  */
-static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u64 *stack_end,
+static __always_inline __u32 copy_stack(struct stack_event *e, __u64 sp, __u64 *stack_end,
 					__u32 *flags)
 {
 	__u64 limit = cfg.stack_bytes;
@@ -252,136 +571,294 @@ static __always_inline __u32 copy_stack(struct entry_event *e, __u64 sp, __u64 *
 /* One read of `need` bytes (<= room) up to the thread's known stack end.
  * If it fails (the end moved: a new thread with the same tid), the copy is
  * empty and the end is forgotten, so the next call learns it again. */
-static __always_inline __u32 copy_known(struct entry_event *e, __u64 sp, __u64 need, __u64 room,
-					__u64 *stack_end, __u32 *flags)
+static __always_inline __u32 copy_known(struct stack_event *e, __u64 sp, __u64 need, __u64 room,
+					__u64 *stack_end, __u32 *flags, int at_end)
 {
 	asm volatile("" : "+r"(need));
 	if (need > room)
 		return 0; /* bound for the verifier; never true */
 	if (bpf_probe_read_user(e->stack, need, (const void *)(long)sp) != 0) {
-		*stack_end = 0;
+		if (at_end)
+			*stack_end = 0;
 		return 0;
 	}
-	*flags |= F_STACK_END;
+	if (at_end)
+		*flags |= F_STACK_END;
 	return need;
+}
+
+/*
+ * Sends the registers, the kernel's (partial) stack and a copy of the user
+ * stack: EV_MISS for a stack user space must finish, EV_VERIFY for one the
+ * kernel finished (--verify-unwind). Returns 0 when sent.
+ */
+static __always_inline int send_stack(struct scratch *sc, __u32 type, __u64 id)
+{
+	__u64 sp = sc->regs[1], need, *stack_end = &sc->stack_end, *hint;
+	struct stack_event *e;
+	__u32 flags = 0, lost;
+	int at_end;
+
+	/* Reserve what the copy needs: once the thread's stack end is known,
+	 * the copy is one read of (stack_end - sp) bytes and a small record
+	 * class fits; otherwise stack_bytes plus a chunk of slack for the
+	 * page-wise copy. */
+	need = (*stack_end > sp && *stack_end - sp <= cfg.stack_bytes) ? *stack_end - sp : ~0ULL;
+	at_end = need != ~0ULL;
+	/* User space learnt where this thread's outermost frame is: the rest
+	 * of the stack (the main thread's environment) is never needed. */
+	hint = bpf_map_lookup_elem(&copy_ends, &sc->tid);
+	if (hint && *hint > sp && *hint - sp < need && *hint - sp <= cfg.stack_bytes) {
+		need = *hint - sp;
+		at_end = 0;
+	}
+	if (type == EV_VERIFY && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
+					 bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2) {
+		/* Verification yields to misses: only with room to spare. */
+		count(C_VERIFY_SKIPPED);
+		return -1;
+	}
+	lost = type == EV_VERIFY ? C_VERIFY_SKIPPED : C_RINGBUF_DROPS;
+	if (need <= TINY_STACK)
+		e = reserve(sizeof(*e) + TINY_STACK, lost);
+	else if (need <= SMALL_STACK)
+		e = reserve(sizeof(*e) + SMALL_STACK, lost);
+	else if (need <= MEDIUM_STACK)
+		e = reserve(sizeof(*e) + MEDIUM_STACK, lost);
+	else
+		e = reserve(sizeof(*e) + cfg.stack_bytes + COPY_CHUNK, lost);
+	if (!e)
+		return -1;
+	e->hdr.type = type;
+	e->hdr.tid = sc->tid;
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->tgid = sc->tgid;
+	e->stack_id = id;
+	e->regs[0] = sc->regs[0];
+	e->regs[1] = sp;
+	e->regs[2] = sc->regs[2];
+	e->regs[3] = sc->regs[3];
+	__builtin_memcpy(&e->kstack, &sc->st, sizeof(sc->st));
+	e->_pad = 0;
+	if (need <= TINY_STACK)
+		e->stack_len = copy_known(e, sp, need, TINY_STACK, stack_end, &flags, at_end);
+	else if (need <= SMALL_STACK)
+		e->stack_len = copy_known(e, sp, need, SMALL_STACK, stack_end, &flags, at_end);
+	else if (need <= MEDIUM_STACK)
+		e->stack_len = copy_known(e, sp, need, MEDIUM_STACK, stack_end, &flags, at_end);
+	else
+		e->stack_len = copy_stack(e, sp, stack_end, &flags);
+	e->flags = flags;
+	submit(e, type == EV_MISS);
+	return 0;
+}
+
+/*
+ * The stack of the allocation whose entry probe tail-called this program,
+ * from the scratch's inputs: walked, stored, and sent to user space where
+ * the kernel could not finish it; its id goes into the thread's state. A
+ * program of its own, reached by a tail call, so that the verifier checks
+ * the walk once instead of once per allocator (and the interpreter of
+ * 32-bit MIPS, which cannot mix tail calls with BPF-to-BPF calls, runs it).
+ */
+SEC("uprobe")
+int walk_stack(struct pt_regs *ctx)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct thread_state *ts;
+	__u64 id, miss;
+
+	if (!sc)
+		return 0;
+	id = walk(sc);
+	if (sc->st.end != END_MISS) {
+		count(C_KERNEL_STACKS);
+		store_stack(id, &sc->st);
+		if (cfg.verify)
+			send_stack(sc, EV_VERIFY, id);
+	} else {
+		count(C_MISSES);
+		miss = MISS_ID_BIT | ((__u64)bpf_get_smp_processor_id() << 40) |
+		       (sc->miss_seq++ & ((1ULL << 40) - 1));
+		if (send_stack(sc, EV_MISS, miss) == 0) {
+			id = miss;
+		} else {
+			/* No room for the copy: keep the part the kernel walked. */
+			sc->st.end = END_COPY_LOST;
+			store_stack(id, &sc->st);
+		}
+	}
+	ts = bpf_map_lookup_elem(&threads, &sc->tid);
+	if (ts) {
+		ts->stack_id = id;
+		ts->stack_end = sc->stack_end;
+	}
+	return 0;
+}
+
+static __always_inline void trace_call(__u32 tgid, __u32 tid, __u32 kind, __u64 size, __u64 addr,
+				       __u64 old_ptr)
+{
+	struct trace_event *e = reserve(sizeof(*e), C_RINGBUF_DROPS);
+
+	if (!e)
+		return;
+	e->hdr.type = EV_TRACE;
+	e->hdr.tid = tid;
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->tgid = tgid;
+	e->kind = kind;
+	e->size = size;
+	e->addr = addr;
+	e->old_ptr = old_ptr;
+	submit(e, 0);
+}
+
+/* ---- The books ---------------------------------------------------------- */
+
+static __always_inline void book(void *map, __u32 tgid, __u64 addr, struct thread_state *st)
+{
+	struct alloc_key key = { .addr = addr, .tgid = tgid };
+	struct alloc_info info = {
+		.size = st->size,
+		.stack_id = st->stack_id,
+		.ts_ns = bpf_ktime_get_ns(), /* booked now: see unbook_older() */
+	};
+	long err = bpf_map_update_elem(map, &key, &info, BPF_NOEXIST);
+
+	if (err == -EEXIST) {
+		count(C_REPLACED);
+		err = bpf_map_update_elem(map, &key, &info, BPF_ANY);
+	}
+	if (err != 0)
+		count(C_ALLOCS_FULL);
+}
+
+/*
+ * realloc's old block leaves the books when realloc returns; but realloc
+ * freed it inside the allocator before that, and another thread may already
+ * have been given the same address (and booked it). Only a block booked
+ * before this realloc began is the old one.
+ */
+static __always_inline void unbook_older(void *map, __u32 tgid, __u64 addr, __u64 since)
+{
+	struct alloc_key key = { .addr = addr, .tgid = tgid };
+	struct alloc_info *old = bpf_map_lookup_elem(map, &key);
+
+	if (old && old->ts_ns < since)
+		bpf_map_delete_elem(map, &key);
 }
 
 static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size, __u64 old_ptr,
 				    __u64 memptr)
 {
-	__u32 tid = current_tid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32;
 	__u64 sp = REG_SP(ctx);
 	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
 	struct thread_state fresh = {};
-	struct entry_event *e;
-	__u64 stack_end, need;
-	__u32 flags = 0;
 
 	if (nested(st, sp)) {
 		st->depth++;
 		count(C_NESTED);
 		return 0;
 	}
-	stack_end = st ? st->stack_end : 0;
+	fresh.stack_end = st ? st->stack_end : 0;
+	fresh.sample_ctr = st ? st->sample_ctr : 0;
+	fresh.tracked = 1;
 	if (size < cfg.min_size || size > cfg.max_size) {
 		count(C_FILTERED);
-		flags |= F_UNTRACKED;
+		fresh.tracked = 0;
 	} else if (cfg.sample_rate > 1) {
-		__u32 zero = 0;
-		__u64 *clock = bpf_map_lookup_elem(&sample_clock, &zero);
-
-		if (clock && __sync_fetch_and_add(clock, 1) % cfg.sample_rate != 0) {
+		/* Every Nth allocation of each thread, starting with the first. */
+		if (fresh.sample_ctr % cfg.sample_rate != 0) {
 			count(C_SAMPLED_OUT);
-			flags |= F_UNTRACKED;
+			fresh.tracked = 0;
 		}
+		fresh.sample_ctr++;
 	}
-
 	fresh.entry_sp = sp;
 	fresh.memptr = memptr;
+	fresh.size = size;
+	fresh.old_ptr = old_ptr;
 	fresh.depth = 1;
 	fresh.kind = kind;
-	fresh.stack_end = stack_end;
-	/* An untracked call still needs its return for realloc's free side. */
-	fresh.emitted = !(flags & F_UNTRACKED) || kind == K_REALLOC || kind == K_REALLOCARRAY;
-	if (bpf_map_update_elem(&threads, &tid, &fresh, 0) != 0) {
+	fresh.ts_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&threads, &tid, &fresh, BPF_ANY) != 0) {
 		count(C_STATE_FULL);
 		return 0;
 	}
-	if (!fresh.emitted)
-		return 0;
+	if (fresh.tracked) {
+		__u32 zero = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
 
-	/*
-	 * Reserve what the copy needs: once the thread's stack end is known,
-	 * the copy is one read of (stack_end - sp) bytes and a small record
-	 * class fits; otherwise stack_bytes plus a chunk of slack for the
-	 * page-wise copy.
-	 */
-	need = (stack_end > sp && stack_end - sp <= cfg.stack_bytes) ? stack_end - sp : ~0ULL;
-	if (flags & F_UNTRACKED)
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	else if (need <= SMALL_STACK)
-		e = bpf_ringbuf_reserve(&events, sizeof(*e) + SMALL_STACK, 0);
-	else if (need <= MEDIUM_STACK)
-		e = bpf_ringbuf_reserve(&events, sizeof(*e) + MEDIUM_STACK, 0);
-	else
-		e = bpf_ringbuf_reserve(&events, sizeof(*e) + cfg.stack_bytes + COPY_CHUNK, 0);
-	st = bpf_map_lookup_elem(&threads, &tid);
-	if (!e) {
-		count(C_RINGBUF_DROPS);
-		if (st)
-			st->emitted = 0;
-		return 0;
+		if (!sc)
+			return 0;
+		sc->regs[0] = REG_PC(ctx);
+		sc->regs[1] = sp;
+		sc->regs[2] = (ureg)REG_FP(ctx);
+		sc->regs[3] = (ureg)REG_RA(ctx);
+		sc->stack_end = fresh.stack_end;
+		sc->tgid = tgid;
+		sc->tid = tid;
+		bpf_tail_call(ctx, &walkers, 0);
+		count(C_NO_WALKER); /* only reached when the tail call failed */
 	}
-	e->hdr.type = EV_ENTRY;
-	e->hdr.tid = tid;
-	e->hdr.ts_ns = bpf_ktime_get_ns();
-	e->kind = kind;
-	e->size = size;
-	e->old_ptr = old_ptr;
-	e->regs[0] = REG_PC(ctx);
-	e->regs[1] = sp;
-	e->regs[2] = REG_FP(ctx);
-	e->regs[3] = REG_RA(ctx);
-	e->_pad = 0;
-	if (flags & F_UNTRACKED)
-		e->stack_len = 0;
-	else if (need <= SMALL_STACK)
-		e->stack_len = copy_known(e, sp, need, SMALL_STACK, &stack_end, &flags);
-	else if (need <= MEDIUM_STACK)
-		e->stack_len = copy_known(e, sp, need, MEDIUM_STACK, &stack_end, &flags);
-	else
-		e->stack_len = copy_stack(e, sp, &stack_end, &flags);
-	e->flags = flags;
-	if (st)
-		st->stack_end = stack_end;
-	submit(e);
 	return 0;
 }
 
-static __always_inline int on_free(__u32 kind, __u64 addr, __u64 len, __u64 sp)
+static __always_inline int on_free(struct pt_regs *ctx, __u32 kind, __u64 addr, __u64 len)
 {
-	__u32 tid = current_tid();
-	struct free_event *e;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32;
+	struct alloc_key key = { .addr = addr, .tgid = tgid };
+	struct alloc_info *region;
 
-	if (nested(bpf_map_lookup_elem(&threads, &tid), sp)) {
+	if (nested(bpf_map_lookup_elem(&threads, &tid), REG_SP(ctx))) {
 		count(C_NESTED);
 		return 0; /* realloc's own free, or malloc's munmap */
 	}
 	if (addr == 0)
 		return 0; /* free(NULL) */
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(C_RINGBUF_DROPS);
+	if (cfg.trace)
+		trace_call(tgid, tid, kind, len, addr, 0);
+	if (kind == K_FREE) {
+		bpf_map_delete_elem(&allocs, &key);
 		return 0;
 	}
-	e->hdr.type = EV_FREE;
-	e->hdr.tid = tid;
-	e->hdr.ts_ns = bpf_ktime_get_ns();
-	e->kind = kind;
-	e->_pad = 0;
-	e->addr = addr;
-	e->len = len;
-	submit(e);
+	/* munmap: the whole region, or its head, here; anything else (a tail, a
+	 * middle, several regions) by user space, which sees every region. */
+	region = bpf_map_lookup_elem(&mmaps, &key);
+	if (region && len >= region->size) {
+		bpf_map_delete_elem(&mmaps, &key);
+		return 0;
+	}
+	if (region && len > 0) {
+		struct alloc_info rest = *region;
+		struct alloc_key tail = { .addr = addr + len, .tgid = tgid };
+
+		rest.size -= len;
+		bpf_map_delete_elem(&mmaps, &key);
+		if (bpf_map_update_elem(&mmaps, &tail, &rest, BPF_ANY) != 0)
+			count(C_ALLOCS_FULL);
+		return 0;
+	}
+	{
+		struct munmap_event *e = reserve(sizeof(*e), C_RINGBUF_DROPS);
+
+		if (!e)
+			return 0;
+		count(C_MUNMAP_EVENTS);
+		e->hdr.type = EV_MUNMAP;
+		e->hdr.tid = tid;
+		e->hdr.ts_ns = bpf_ktime_get_ns();
+		e->tgid = tgid;
+		e->_pad = 0;
+		e->addr = addr;
+		e->len = len;
+		submit(e, 0);
+	}
 	return 0;
 }
 
@@ -450,9 +927,9 @@ int mmap_entry(struct pt_regs *ctx)
 SEC("uretprobe")
 int alloc_return(struct pt_regs *ctx)
 {
-	__u32 tid = current_tid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32;
 	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
-	struct return_event *e;
 	__u64 ret = (ureg)REG_RET(ctx);
 
 	if (!st || st->depth == 0) {
@@ -464,8 +941,6 @@ int alloc_return(struct pt_regs *ctx)
 		return 0;
 	}
 	st->depth = 0;
-	if (!st->emitted)
-		return 0;
 	if (st->kind == K_POSIX_MEMALIGN) {
 		ureg block = 0;
 
@@ -479,29 +954,34 @@ int alloc_return(struct pt_regs *ctx)
 	} else if (st->kind == K_MMAP && ret == (ureg)-1) {
 		ret = 0; /* MAP_FAILED */
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(C_RINGBUF_DROPS);
-		return 0;
+	if (cfg.trace)
+		trace_call(tgid, tid, st->kind, st->size, ret, st->old_ptr);
+	if (st->kind == K_REALLOC || st->kind == K_REALLOCARRAY) {
+		/* The old block is freed only when realloc succeeds (or, in
+		 * glibc, when it is asked for 0 bytes). */
+		if (ret != 0) {
+			if (st->old_ptr != 0)
+				unbook_older(&allocs, tgid, st->old_ptr, st->ts_ns);
+		} else if (st->size == 0 && st->old_ptr != 0 && cfg.realloc_zero_frees) {
+			unbook_older(&allocs, tgid, st->old_ptr, st->ts_ns);
+		}
 	}
-	e->hdr.type = EV_RETURN;
-	e->hdr.tid = tid;
-	e->hdr.ts_ns = bpf_ktime_get_ns();
-	e->retval = ret;
-	submit(e);
+	if (ret == 0 || !st->tracked)
+		return 0; /* failed allocations are not leaks */
+	book(st->kind == K_MMAP ? (void *)&mmaps : (void *)&allocs, tgid, ret, st);
 	return 0;
 }
 
 SEC("uprobe")
 int free_entry(struct pt_regs *ctx)
 {
-	return on_free(K_FREE, (ureg)REG_ARG0(ctx), 0, REG_SP(ctx));
+	return on_free(ctx, K_FREE, (ureg)REG_ARG0(ctx), 0);
 }
 
 SEC("uprobe")
 int munmap_entry(struct pt_regs *ctx)
 {
-	return on_free(K_MUNMAP, (ureg)REG_ARG0(ctx), (ureg)REG_ARG1(ctx), REG_SP(ctx));
+	return on_free(ctx, K_MUNMAP, (ureg)REG_ARG0(ctx), (ureg)REG_ARG1(ctx));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
