@@ -12,10 +12,21 @@ fn site_frame_index(stack: &Stack, bin: &std::path::Path) -> Option<usize> {
 
 #[test]
 fn accounting_exact_totals_and_sites() {
+    accounting_exact(false);
+}
+
+/// The same with `--verify-unwind`: the kernel's and user space's unwinding
+/// of every allocation agree.
+#[test]
+fn accounting_verify_unwind() {
+    accounting_exact(true);
+}
+
+fn accounting_exact(verify_unwind: bool) {
     let bin = fixtures::accounting();
     let src = fixture_src("accounting.c");
-    let run = memleak_json(&[], &bin, &[]);
-    let report = run.final_report();
+    let run = memleak_json(&with_verify_unwind(&[], verify_unwind), &bin, &[]);
+    let report = checked_final_report(&run, verify_unwind);
     let expect = run.expect();
     assert_eq!(
         expect.sites.len(),

@@ -197,6 +197,34 @@ pub mod fixtures {
         )
     }
 
+    /// tests/fixtures/src/burst.c: `burst NTHREADS ITERATIONS`, threads
+    /// allocating, reallocating and freeing in a tight loop.
+    pub fn burst() -> PathBuf {
+        let src = fixture_src("burst.c");
+        compile(
+            "burst",
+            "gcc",
+            &[
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                "-pthread",
+                path_str(&src),
+            ],
+        )
+    }
+
+    /// tests/fixtures/src/cxx_startup.cc: 600 operator new calls at
+    /// start-up, 400 of them from a static initializer.
+    pub fn cxx_startup() -> PathBuf {
+        let src = fixture_src("cxx_startup.cc");
+        compile(
+            "cxx_startup",
+            "g++",
+            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
+        )
+    }
+
     pub fn cxx_leak() -> PathBuf {
         let src = fixture_src("cxx_leak.cc");
         compile(
@@ -462,6 +490,147 @@ pub fn memleak_json(extra: &[&str], program: &Path, program_args: &[&str]) -> Ru
     args.push(path_str(program));
     args.extend_from_slice(program_args);
     memleak(&args)
+}
+
+/// The option that unwinds every allocation both in the kernel and in user
+/// space and counts the stacks on which they disagree
+/// (`losses.unwind_disagreements`).
+pub const VERIFY_UNWIND: &str = "--verify-unwind";
+
+/// `extra`, plus `--verify-unwind` if `verify_unwind`.
+pub fn with_verify_unwind<'a>(extra: &[&'a str], verify_unwind: bool) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    if verify_unwind {
+        args.push(VERIFY_UNWIND);
+    }
+    args
+}
+
+/// The final report of `run`; for a run with `--verify-unwind`
+/// (`verify_unwind`), also checks that the two unwinders agreed on every
+/// stack and that no event was lost.
+pub fn checked_final_report(run: &Run, verify_unwind: bool) -> Report {
+    let report = run.final_report();
+    if verify_unwind {
+        assert_no_lost_events(&report);
+        assert_no_unwind_disagreements(&report);
+    }
+    report
+}
+
+/// `lost_events` is 0; otherwise fails showing the loss counters and the
+/// largest stacks.
+pub fn assert_no_lost_events(report: &Report) {
+    assert_eq!(
+        report.lost_events,
+        0,
+        "events were lost:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
+}
+
+/// `losses.unwind_disagreements` is present and 0: with `--verify-unwind`,
+/// the kernel's and user space's unwinding of every allocation gave the same
+/// stack. A report without the counter fails.
+pub fn assert_no_unwind_disagreements(report: &Report) {
+    let Some(&disagreements) = report.losses.get("unwind_disagreements") else {
+        panic!(
+            "the report has no losses.unwind_disagreements counter (losses: {:?}); \
+             a run with {VERIFY_UNWIND} must report it:\n{}",
+            report.losses,
+            report.render_summary(SUMMARY_STACKS)
+        );
+    };
+    assert_eq!(
+        disagreements,
+        0,
+        "the kernel and user-space unwinders disagreed on {disagreements} stacks:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
+}
+
+/// Stacks shown by `Report::render_summary` in failure messages of the
+/// load tests (a report with lost frees can list a thousand stacks).
+pub const SUMMARY_STACKS: usize = 16;
+
+// ---------------------------------------------------------------------------
+// valgrind
+// ---------------------------------------------------------------------------
+
+/// Runs PROGRAM under valgrind (no leak check, no freeres) and returns
+/// (bytes, blocks) in use at exit.
+pub fn valgrind_in_use(program: &Path, args: &[&str]) -> (u64, u64) {
+    if let Err(e) = Command::new("valgrind").arg("--version").output() {
+        panic!("valgrind is needed for this cross-check but cannot be run ({e}); install it (`apt-get install valgrind`)");
+    }
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--run-libc-freeres=no",
+        "--run-cxx-freeres=no",
+        "--leak-check=no",
+    ])
+    .arg(program)
+    .args(args);
+    let run = run_with_timeout(cmd, RUN_TIMEOUT);
+    assert!(
+        run.status.success(),
+        "valgrind failed (is it installed? `apt-get install valgrind`)\n{}",
+        run.describe()
+    );
+    // ==123==     in use at exit: 3,184 bytes in 15 blocks
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("in use at exit:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no 'in use at exit' in valgrind's output\n{}",
+                run.describe()
+            )
+        });
+    let rest = line.split("in use at exit:").nth(1).unwrap();
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let parse = |w: &str| -> u64 {
+        w.replace(',', "")
+            .parse()
+            .unwrap_or_else(|e| panic!("cannot parse {w:?} in {line:?}: {e}"))
+    };
+    assert!(
+        words.len() >= 5
+            && words[1] == "bytes"
+            && words[2] == "in"
+            && words[4].starts_with("block"),
+        "unexpected valgrind summary line {line:?}"
+    );
+    (parse(words[0]), parse(words[3]))
+}
+
+type ValgrindCell = Arc<OnceLock<(u64, u64)>>;
+
+/// `valgrind_in_use`, run once per process for each program and argument
+/// list (tests that trace the same program the same way share it).
+pub fn valgrind_in_use_once(program: &Path, args: &[&str]) -> (u64, u64) {
+    static CELLS: OnceLock<Mutex<HashMap<String, ValgrindCell>>> = OnceLock::new();
+    let key = format!("{} {args:?}", program.display());
+    let cell = {
+        let mut cells = lock(CELLS.get_or_init(|| Mutex::new(HashMap::new())));
+        cells.entry(key).or_default().clone()
+    };
+    *cell.get_or_init(|| valgrind_in_use(program, args))
+}
+
+/// memleak's outstanding totals equal the bytes and blocks valgrind finds in
+/// use at exit for the same program and arguments.
+pub fn assert_outstanding_matches_valgrind(report: &Report, program: &Path, args: &[&str]) {
+    let valgrind = valgrind_in_use_once(program, args);
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        valgrind,
+        "memleak's outstanding (bytes, allocations) differ from valgrind's (bytes, blocks) \
+         in use at exit for {} {args:?}:\n{}",
+        program.display(),
+        report.render_summary(SUMMARY_STACKS)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -868,6 +1037,12 @@ impl Report {
     }
 
     pub fn render(&self) -> String {
+        self.render_summary(usize::MAX)
+    }
+
+    /// Like `render`, with the first `max_stacks` stacks only (and how many
+    /// more there are).
+    pub fn render_summary(&self, max_stacks: usize) -> String {
         let mut s = format!(
             "report final={} pid={} outstanding_bytes={} outstanding_allocations={} lost_events={} truncated_stacks={} losses={:?}\n",
             self.is_final,
@@ -878,9 +1053,16 @@ impl Report {
             self.truncated_stacks,
             self.losses
         );
-        for st in &self.stacks {
+        for st in self.stacks.iter().take(max_stacks) {
             s.push_str("  ");
             s.push_str(&st.render());
+        }
+        if self.stacks.len() > max_stacks {
+            let _ = writeln!(
+                s,
+                "  ... and {} more stacks",
+                self.stacks.len() - max_stacks
+            );
         }
         s
     }

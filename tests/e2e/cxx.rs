@@ -5,10 +5,21 @@ use crate::common::*;
 
 #[test]
 fn cxx_new_leak_demangled() {
+    cxx_new_leak(false);
+}
+
+/// The same with `--verify-unwind`: the kernel's and user space's unwinding
+/// of every allocation agree.
+#[test]
+fn cxx_new_leak_verify_unwind() {
+    cxx_new_leak(true);
+}
+
+fn cxx_new_leak(verify_unwind: bool) {
     let bin = fixtures::cxx_leak();
     let src = fixture_src("cxx_leak.cc");
-    let run = memleak_json(&[], &bin, &["8"]);
-    let report = run.final_report();
+    let run = memleak_json(&with_verify_unwind(&[], verify_unwind), &bin, &["8"]);
+    let report = checked_final_report(&run, verify_unwind);
     let expect = run.expect();
     let site = expect.site("memleak_fixture::Leaker::leak");
     assert_eq!(

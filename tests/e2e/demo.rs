@@ -5,10 +5,21 @@ use crate::common::*;
 
 #[test]
 fn demo_full_chain_exact_totals() {
+    demo_full_chain(false);
+}
+
+/// The same with `--verify-unwind`: the kernel's and user space's unwinding
+/// of every allocation agree.
+#[test]
+fn demo_full_chain_verify_unwind() {
+    demo_full_chain(true);
+}
+
+fn demo_full_chain(verify_unwind: bool) {
     let bin = fixtures::leaky();
     let src = example_src("leaky.c");
-    let run = memleak_json(&[], &bin, &["20"]);
-    let report = run.final_report();
+    let run = memleak_json(&with_verify_unwind(&[], verify_unwind), &bin, &["20"]);
+    let report = checked_final_report(&run, verify_unwind);
     let expect = run.expect();
     assert_eq!(
         (expect.leaked_bytes, expect.leaked_allocations),

@@ -6,13 +6,28 @@ use crate::common::*;
 
 #[test]
 fn dlopen_plugin_leak_symbolized() {
+    dlopen_plugin_leak(false);
+}
+
+/// The same with `--verify-unwind`: the kernel's and user space's unwinding
+/// of every allocation agree, also in a library loaded after tracing started.
+#[test]
+fn dlopen_plugin_leak_verify_unwind() {
+    dlopen_plugin_leak(true);
+}
+
+fn dlopen_plugin_leak(verify_unwind: bool) {
     let plugin = fixtures::plugin();
     let bin = fixtures::dlopen_main();
     let plugin_src = fixture_src("plugin.c");
     let main_src = fixture_src("dlopen_main.c");
     let plugin_arg = plugin.to_str().expect("UTF-8 path");
-    let run = memleak_json(&[], &bin, &[plugin_arg, "6"]);
-    let report = run.final_report();
+    let run = memleak_json(
+        &with_verify_unwind(&[], verify_unwind),
+        &bin,
+        &[plugin_arg, "6"],
+    );
+    let report = checked_final_report(&run, verify_unwind);
     let expect = run.expect();
     let site = expect.site("plugin_alloc");
     assert_eq!(

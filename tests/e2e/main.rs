@@ -18,6 +18,7 @@ mod demo;
 mod dlopen;
 mod errors;
 mod filters;
+mod load;
 mod sampling;
 mod static_link;
 mod threads;

@@ -20,10 +20,10 @@ fn assert_static(bin: &std::path::Path) {
     );
 }
 
-fn check_static_report(run: &Run) {
+fn check_static_report(run: &Run, verify_unwind: bool) {
     let bin = fixtures::static_leak();
     let src = fixture_src("static_leak.c");
-    let report = run.final_report();
+    let report = checked_final_report(run, verify_unwind);
     let expect = run.expect();
     let site = expect.site("static_inner");
     assert_eq!(
@@ -113,7 +113,17 @@ fn static_binary_found_automatically() {
     let bin = fixtures::static_leak();
     assert_static(&bin);
     let run = memleak_json(&[], &bin, &["5"]);
-    check_static_report(&run);
+    check_static_report(&run, false);
+}
+
+/// Without options, with `--verify-unwind`: the kernel's and user space's
+/// unwinding agree where the allocator is in the executable.
+#[test]
+fn static_binary_verify_unwind() {
+    let bin = fixtures::static_leak();
+    assert_static(&bin);
+    let run = memleak_json(&[VERIFY_UNWIND], &bin, &["5"]);
+    check_static_report(&run, true);
 }
 
 /// With the executable named as the allocator's object (-O).
@@ -123,5 +133,5 @@ fn static_binary_with_obj_option() {
     assert_static(&bin);
     let obj = bin.to_str().expect("UTF-8 path");
     let run = memleak_json(&["-O", obj], &bin, &["5"]);
-    check_static_report(&run);
+    check_static_report(&run, false);
 }

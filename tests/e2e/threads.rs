@@ -74,37 +74,33 @@ fn assert_thread_sites_exact(run: &Run, report: &Report) {
 }
 
 /// 4 threads x 400 short-lived blocks, paced (1 ms pause every 2), so that
-/// no event may be lost and every number must be exact.
+/// the threads overlap in time; every number must be exact.
 #[test]
 fn threads_per_site_exact() {
     let bin = fixtures::threads();
     let run = memleak_json(&[], &bin, &["400", "2"]);
     let report = run.final_report();
-    assert_eq!(
-        report.lost_events,
-        0,
-        "events were lost:\n{}",
-        report.render()
-    );
+    assert_no_lost_events(&report);
     assert_thread_sites_exact(&run, &report);
 }
 
-/// 4 threads x 3000 short-lived blocks as fast as they go: the tracer may
-/// not keep up, but then it has to say so. Either no event was lost and the
-/// numbers are exact, or the loss is counted.
+/// The same with `--verify-unwind`: the kernel's and user space's unwinding
+/// of every allocation agree.
 #[test]
-fn threads_unpaced_losses_are_reported() {
+fn threads_per_site_verify_unwind() {
+    let bin = fixtures::threads();
+    let run = memleak_json(&[VERIFY_UNWIND], &bin, &["400", "2"]);
+    let report = checked_final_report(&run, true);
+    assert_thread_sites_exact(&run, &report);
+}
+
+/// 4 threads x 3000 short-lived blocks as fast as they go: still no event
+/// may be lost, and every number must be exact.
+#[test]
+fn threads_unpaced_exact() {
     let bin = fixtures::threads();
     let run = memleak_json(&[], &bin, &["3000", "0"]);
     let report = run.final_report();
-    if report.lost_events == 0 {
-        assert_thread_sites_exact(&run, &report);
-    } else {
-        assert!(
-            report.losses.values().any(|&n| n > 0),
-            "lost_events = {} but no loss counter says why:\n{}",
-            report.lost_events,
-            report.render()
-        );
-    }
+    assert_no_lost_events(&report);
+    assert_thread_sites_exact(&run, &report);
 }

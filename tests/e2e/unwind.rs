@@ -157,7 +157,7 @@ fn full_chain(variant: ChainVariant, extra: &[&str], methods: &[&str]) {
     let src = fixture_src("chain.c");
     let count = COUNT.to_string();
     let run = memleak_json(extra, &bin, &[&count]);
-    let report = run.final_report();
+    let report = checked_final_report(&run, extra.contains(&VERIFY_UNWIND));
     let expect = run.expect();
     assert_eq!(
         (expect.leaked_bytes, expect.leaked_allocations),
@@ -244,6 +244,28 @@ fn chain_debug_frame_only_auto() {
 #[test]
 fn chain_debug_frame_only_cfi() {
     full_chain(ChainVariant::DebugFrameOnly, &["--unwind", "cfi"], &["cfi"]);
+}
+
+// With --verify-unwind, each build variant: the kernel's and user space's
+// unwinding of every allocation agree.
+
+#[test]
+fn chain_frame_pointers_verify_unwind() {
+    full_chain(
+        ChainVariant::FramePointers,
+        &[VERIFY_UNWIND],
+        &["cfi", "fp"],
+    );
+}
+
+#[test]
+fn chain_no_frame_pointers_verify_unwind() {
+    full_chain(ChainVariant::NoFramePointers, &[VERIFY_UNWIND], &["cfi"]);
+}
+
+#[test]
+fn chain_debug_frame_only_verify_unwind() {
+    full_chain(ChainVariant::DebugFrameOnly, &[VERIFY_UNWIND], &["cfi"]);
 }
 
 /// Frame-pointer unwinding cannot walk code built without frame pointers:
