@@ -46,6 +46,12 @@ fn explain(errno: Option<i32>, what: &str, pid: i32) -> Option<String> {
     })
 }
 
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
 /// The loaded BPF object and its attachments.
 pub struct Probes {
     pub obj: Object,
@@ -209,6 +215,19 @@ impl Probes {
     /// Number of uprobes attached.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// Detaches every probe. Each detach waits for an RCU grace period
+    /// (about 0.1 s), so they are dropped side by side, not one by one.
+    pub fn detach(&mut self) {
+        let started = std::time::Instant::now();
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|s| {
+            for l in links {
+                s.spawn(move || drop(l));
+            }
+        });
+        debug!("probes detached in {:?}", started.elapsed());
     }
 
     /// Sum of each per-CPU counter.
