@@ -16,7 +16,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use memleak_unwind_arch::{ElfCache, Method, Recording, StackEnd, UnwindMode};
+use memleak_unwind_arch::{
+    AnyUnwinder, CfaRule, ElfCache, EntrySnapshot, Frame, Method, ModuleMap, Recording, Reg,
+    RegRule, RuleLookup, StackEnd, UnwindMode, UnwindRule,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -243,12 +246,170 @@ fn check(target_name: &str, v: Variant) {
     for (i, f) in frames.iter().enumerate().take(5).skip(2) {
         assert_eq!(f.method, expected, "frame {i} method:\n{ctx}");
     }
+    check_kernel_walk(&rec, &modules, &ctx);
     // Past main the walk goes into libc's start code; it must end cleanly
     // where CFI exists (the outermost frame marks its return address undefined).
     if matches!(v, Variant::NoFp | Variant::DebugFrame | Variant::Fp)
         && !target_name.starts_with("mips")
     {
         assert_eq!(end, StackEnd::Outermost, "{ctx}");
+    }
+}
+
+/// How the kernel's walk ended (`END_*` in memleak.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelEnd {
+    Outermost,
+    MaxDepth,
+    NoInfo,
+    Error,
+    Miss,
+}
+
+/// A model of memleak's in-kernel walk (`walk()` in
+/// crates/bpf/src/bpf/memleak.bpf.c), step for step: the ABI's entry rule,
+/// then one cached rule per return address minus one, reading live stack
+/// memory (here: the recording, which runs to the stack's end) no lower than
+/// sp at entry. It is written apart from the unwinder on purpose: it checks
+/// that the rules the unwinder looked up are all the kernel needs, and that
+/// their compact form (32-bit offsets) holds them.
+fn kernel_walk(
+    rec: &Recording,
+    cache: &HashMap<u64, Option<(UnwindRule, Method)>>,
+    max_frames: usize,
+    pc_mask: u64,
+) -> (Vec<Frame>, KernelEnd) {
+    let word = if rec.machine == 8 { 4 } else { 8 };
+    let sp0 = rec.regs[1];
+    let read = |addr: u64| -> Option<u64> {
+        let off = usize::try_from(addr.checked_sub(sp0)?).ok()?;
+        let b = rec.stack.get(off..off + word)?;
+        let mut v = [0u8; 8];
+        Some(if rec.big_endian {
+            v[8 - word..].copy_from_slice(b);
+            u64::from_be_bytes(v)
+        } else {
+            v[..word].copy_from_slice(b);
+            u64::from_le_bytes(v)
+        })
+    };
+    let add = |b: u64, o: i64| -> Option<u64> {
+        i32::try_from(o).expect("an offset the kernel's 32-bit rule cannot hold");
+        b.checked_add_signed(o)
+    };
+    let mut frames = vec![Frame {
+        address: rec.regs[0],
+        method: Method::Regs,
+    }];
+    let (mut pc, mut sp, mut fp) = (rec.regs[0], sp0, Some(rec.regs[2]));
+    // Frame 1: the ABI's rule at a function's entry.
+    let ra = if rec.machine == 62 {
+        match read(sp0) {
+            Some(ra) => ra,
+            None => return (frames, KernelEnd::Error),
+        }
+    } else {
+        rec.regs[3]
+    };
+    if ra == 0 {
+        return (frames, KernelEnd::Outermost);
+    }
+    if rec.machine == 62 {
+        sp += 8;
+    } else if ra == pc {
+        return (frames, KernelEnd::Error);
+    }
+    pc = ra & pc_mask;
+    frames.push(Frame {
+        address: pc,
+        method: Method::Entry,
+    });
+    loop {
+        if frames.len() >= max_frames {
+            return (frames, KernelEnd::MaxDepth);
+        }
+        let Some(found) = cache.get(&(pc - 1)) else {
+            return (frames, KernelEnd::Miss);
+        };
+        let Some((rule, method)) = *found else {
+            return (frames, KernelEnd::NoInfo);
+        };
+        let get = |r: Reg| match r {
+            Reg::Sp => Some(sp),
+            Reg::Fp => fp,
+            Reg::Ra => None, // known at frame 0 only
+        };
+        let cfa = match rule.cfa {
+            CfaRule::RegOffset(r, o) => get(r).and_then(|b| add(b, o)),
+            CfaRule::DerefRegOffset(r, o) => get(r).and_then(|b| add(b, o)).and_then(read),
+        };
+        let Some(cfa) = cfa else {
+            return (frames, KernelEnd::Error);
+        };
+        // Ok(None): no value; Err: an error.
+        let recover = |how: RegRule, cur: Option<u64>| -> Result<Option<u64>, ()> {
+            match how {
+                RegRule::Undefined => Ok(None),
+                RegRule::SameValue => Ok(cur),
+                RegRule::AtCfa(o) => add(cfa, o).and_then(read).map(Some).ok_or(()),
+                RegRule::ValCfa(o) => add(cfa, o).map(Some).ok_or(()),
+                RegRule::AtRegOffset(r, o) => get(r)
+                    .and_then(|b| add(b, o))
+                    .and_then(read)
+                    .map(Some)
+                    .ok_or(()),
+                RegRule::InReg(r) => get(r).map(Some).ok_or(()),
+            }
+        };
+        let ra = match rule.ra {
+            RegRule::SameValue => return (frames, KernelEnd::Error),
+            how => match recover(how, None) {
+                Ok(Some(ra)) if ra != 0 => ra,
+                Ok(_) => return (frames, KernelEnd::Outermost),
+                Err(()) => return (frames, KernelEnd::Error),
+            },
+        };
+        let Ok(next_fp) = recover(rule.fp, fp) else {
+            return (frames, KernelEnd::Error);
+        };
+        if cfa < sp || (cfa == sp && ra == pc) {
+            return (frames, KernelEnd::Error);
+        }
+        (pc, sp, fp) = (ra & pc_mask, cfa, next_fp);
+        frames.push(Frame {
+            address: pc,
+            method,
+        });
+    }
+}
+
+/// The walk the kernel makes once its cache holds every rule the unwinder
+/// looked up must give the unwinder's frames and end.
+fn check_kernel_walk(rec: &Recording, modules: &ModuleMap, ctx: &str) {
+    for mode in [UnwindMode::Auto, UnwindMode::Cfi, UnwindMode::FramePointer] {
+        let mut u = AnyUnwinder::for_machine(rec.machine, mode, 64).expect("a supported machine");
+        let (mut frames, mut log) = (Vec::new(), Vec::<RuleLookup>::new());
+        let snap = EntrySnapshot {
+            raw_regs: rec.regs,
+            stack: &rec.stack,
+            big_endian: rec.big_endian,
+            reached_end: true,
+        };
+        let end = u.unwind_entry_logged(&snap, modules, &mut frames, Some(&mut log));
+        let cache: HashMap<u64, Option<(UnwindRule, Method)>> =
+            log.iter().map(|l| (l.address, l.rule)).collect();
+        let (kframes, kend) = kernel_walk(rec, &cache, 64, u.code_address_mask());
+        let want_end = match end {
+            StackEnd::Outermost => KernelEnd::Outermost,
+            StackEnd::MaxDepth => KernelEnd::MaxDepth,
+            StackEnd::NoUnwindInfo => KernelEnd::NoInfo,
+            StackEnd::Error(_) | StackEnd::Truncated => KernelEnd::Error,
+        };
+        assert_eq!(
+            (&kframes, kend),
+            (&frames, want_end),
+            "{mode:?}: the kernel's walk over the cached rules differs from the unwinder's ({end:?})\n{ctx}"
+        );
     }
 }
 
