@@ -19,6 +19,7 @@ mod dlopen;
 mod errors;
 mod filters;
 mod load;
+mod mmap;
 mod sampling;
 mod static_link;
 mod threads;
