@@ -17,6 +17,16 @@ fn libbpf_log(level: PrintLevel, msg: String) {
     match level {
         PrintLevel::Warn => warn!(target: "libbpf", "{msg}"),
         PrintLevel::Info => debug!(target: "libbpf", "{msg}"),
+        // -vv asked for the verifier's statistics: one line per program.
+        PrintLevel::Debug if msg.contains("LOAD LOG") && msg.contains("processed ") => {
+            let prog = msg.split('\'').nth(1).unwrap_or("?");
+            let stats = msg
+                .lines()
+                .find(|l| l.contains("processed "))
+                .unwrap_or_default()
+                .trim();
+            debug!(target: "verifier", "{prog}: {stats}")
+        }
         PrintLevel::Debug => log::trace!(target: "libbpf", "{msg}"),
     }
 }
@@ -136,12 +146,15 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
             }
         }
     }
-    if !opts.mmap {
-        for mut p in open.progs_mut() {
-            let name = p.name().to_string_lossy();
-            if name == prog::MMAP || name == prog::MUNMAP {
-                p.set_autoload(false);
-            }
+    for mut p in open.progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        if !opts.mmap && (name == prog::MMAP || name == prog::MUNMAP) {
+            p.set_autoload(false);
+        }
+        // -vv: the verifier's statistics of each program (BPF_LOG_STATS:
+        // "processed N insns ..."), through libbpf's log.
+        if log::log_enabled!(log::Level::Debug) {
+            p.set_log_level(4);
         }
     }
     let started = std::time::Instant::now();
