@@ -1,7 +1,7 @@
-//! Compiles `src/bpf/memleak.bpf.c` with clang into a BPF object of the
+//! Compiles `src/bpf/memleak.bpf.c` with clang into BPF objects of the
 //! target's byte order (`bpfel` or `bpfeb`) and architecture (`struct
-//! pt_regs` layout), written to `OUT_DIR/memleak.bpf.o` and embedded by
-//! `src/lib.rs`. No BTF of the kernel and no CO-RE are used.
+//! pt_regs` layout), one per kernel-feature variant, written to `OUT_DIR`
+//! and embedded by `src/lib.rs`. No BTF of the kernel and no CO-RE are used.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,17 @@ use std::process::Command;
 
 const SRC: &str = "src/bpf/memleak.bpf.c";
 const HDR: &str = "src/bpf/memleak.h";
+
+/// Object file names and the macros that select each variant (see lib.rs).
+const VARIANTS: [(&str, &[&str]); 4] = [
+    ("memleak.bpf.o", &[]),
+    ("memleak-perfbuf.bpf.o", &["MEMLEAK_PERFBUF"]),
+    ("memleak-legacy-read.bpf.o", &["MEMLEAK_LEGACY_READ"]),
+    (
+        "memleak-perfbuf-legacy-read.bpf.o",
+        &["MEMLEAK_PERFBUF", "MEMLEAK_LEGACY_READ"],
+    ),
+];
 
 fn main() {
     println!("cargo:rerun-if-changed={SRC}");
@@ -28,19 +39,25 @@ fn main() {
     };
     let bpf_target = if endian == "big" { "bpfeb" } else { "bpfel" };
 
-    let obj = out.join("memleak.bpf.o");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
-    run(Command::new(&clang)
-        .args(["-O2", "-g", "-Wall", "-Werror", "-target", bpf_target])
-        .arg(format!("-D__TARGET_ARCH_{target_arch}"))
-        .arg("-c")
-        .arg(SRC)
-        .arg("-o")
-        .arg(&obj));
-    // Drop DWARF (it only helps debugging the BPF itself); keep .BTF/.BTF.ext,
-    // which describe the maps.
     let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".to_string());
-    run(Command::new(strip).arg("-g").arg(&obj));
+    // One object per kernel-feature variant: ring buffer or perf event array,
+    // bpf_probe_read_user or the older bpf_probe_read.
+    for (name, defines) in VARIANTS {
+        let obj = out.join(name);
+        let mut cmd = Command::new(&clang);
+        cmd.args(["-O2", "-g", "-Wall", "-Werror", "-target", bpf_target])
+            .arg(format!("-D__TARGET_ARCH_{target_arch}"))
+            .args(defines.iter().map(|d| format!("-D{d}")))
+            .arg("-c")
+            .arg(SRC)
+            .arg("-o")
+            .arg(&obj);
+        run(&mut cmd);
+        // Drop DWARF (it only helps debugging the BPF itself); keep
+        // .BTF/.BTF.ext, which describe the maps.
+        run(Command::new(&strip).arg("-g").arg(&obj));
+    }
     write_meta(&out, bpf_target, target_arch);
     write_abi(&out);
 }

@@ -46,8 +46,8 @@ fn munmap_whole_head_tail_middle() {
     let last: Value = run
         .stdout
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
         .unwrap_or_else(|| panic!("no JSON report\n{}", run.describe()));
     let get = |k: &str| {
         last[k]

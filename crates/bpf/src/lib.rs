@@ -23,8 +23,80 @@ pub mod abi {
 }
 pub use meta::{BPF_TARGET, TARGET_ARCH};
 
-/// The BPF object (ELF) for this target, embedded at build time.
-pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o"));
+/// How records reach user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A BPF ring buffer (kernels 5.8+).
+    RingBuffer,
+    /// A perf event array with a per-CPU staging buffer (older kernels).
+    PerfBuffer,
+}
+
+/// Which helper reads user memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserRead {
+    /// `bpf_probe_read_user` (kernels 5.5+).
+    ProbeReadUser,
+    /// `bpf_probe_read` (older kernels).
+    ProbeRead,
+}
+
+/// One build of the BPF programs, for the features a kernel has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// The event transport.
+    pub transport: Transport,
+    /// The user-memory read helper.
+    pub read: UserRead,
+}
+
+impl Variant {
+    /// Every variant built.
+    pub const ALL: [Variant; 4] = [
+        Variant::new(Transport::RingBuffer, UserRead::ProbeReadUser),
+        Variant::new(Transport::PerfBuffer, UserRead::ProbeReadUser),
+        Variant::new(Transport::RingBuffer, UserRead::ProbeRead),
+        Variant::new(Transport::PerfBuffer, UserRead::ProbeRead),
+    ];
+
+    /// The variant with these features.
+    pub const fn new(transport: Transport, read: UserRead) -> Variant {
+        Variant { transport, read }
+    }
+
+    /// The BPF object (ELF) of this variant, embedded at build time.
+    pub fn object(self) -> &'static [u8] {
+        match (self.transport, self.read) {
+            (Transport::RingBuffer, UserRead::ProbeReadUser) => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o"))
+            }
+            (Transport::PerfBuffer, UserRead::ProbeReadUser) => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/memleak-perfbuf.bpf.o"))
+            }
+            (Transport::RingBuffer, UserRead::ProbeRead) => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/memleak-legacy-read.bpf.o"))
+            }
+            (Transport::PerfBuffer, UserRead::ProbeRead) => include_bytes!(concat!(
+                env!("OUT_DIR"),
+                "/memleak-perfbuf-legacy-read.bpf.o"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.transport {
+            Transport::RingBuffer => "ring buffer",
+            Transport::PerfBuffer => "perf buffer",
+        };
+        let r = match self.read {
+            UserRead::ProbeReadUser => "bpf_probe_read_user",
+            UserRead::ProbeRead => "bpf_probe_read",
+        };
+        write!(f, "{t}, {r}")
+    }
+}
 
 /// Name of each BPF program in [`OBJECT`], as `SEC(...)` functions.
 pub mod prog {
@@ -60,8 +132,11 @@ pub mod prog {
 
 /// Map names in [`OBJECT`].
 pub mod map {
-    /// Ring buffer of misses, verification copies, munmaps and `-t` records.
+    /// Ring buffer (or perf event array) of misses, verification copies,
+    /// munmaps and `-t` records.
     pub const EVENTS: &str = "events";
+    /// Perf-buffer variants: the per-CPU staging buffer (one entry per CPU).
+    pub const STAGING: &str = "staging";
     /// Per-thread state between entry and return.
     pub const THREADS: &str = "threads";
     /// The books: outstanding heap blocks ([`AllocKey`](crate::AllocKey) → [`AllocInfo`](crate::AllocInfo)).

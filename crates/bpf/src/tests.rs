@@ -3,13 +3,25 @@
 use super::*;
 use object::{Object, ObjectSection, ObjectSymbol};
 
-fn elf() -> object::File<'static> {
-    object::File::parse(OBJECT).expect("the embedded BPF object parses as ELF")
+fn elves() -> Vec<(Variant, object::File<'static>)> {
+    Variant::ALL
+        .iter()
+        .map(|v| {
+            let f = object::File::parse(v.object())
+                .unwrap_or_else(|e| panic!("the {v} object does not parse: {e}"));
+            (*v, f)
+        })
+        .collect()
 }
 
 #[test]
 fn object_byte_order_matches_target() {
-    let file = elf();
+    for (_, file) in elves() {
+        byte_order_matches_target(file);
+    }
+}
+
+fn byte_order_matches_target(file: object::File<'static>) {
     assert_eq!(file.architecture(), object::Architecture::Bpf);
     let little = file.is_little_endian();
     assert_eq!(
@@ -22,7 +34,12 @@ fn object_byte_order_matches_target() {
 
 #[test]
 fn object_has_no_core_relocations() {
-    let file = elf();
+    for (_, file) in elves() {
+        no_core_relocations(file);
+    }
+}
+
+fn no_core_relocations(file: object::File<'static>) {
     // CO-RE relocations live in .BTF.ext's core_relo subsection
     // (struct btf_ext_header: magic u16, version u8, flags u8, hdr_len u32,
     // func_info_off/len, line_info_off/len, then core_relo_off/len).
@@ -51,7 +68,12 @@ fn object_has_no_core_relocations() {
 
 #[test]
 fn object_has_every_program() {
-    let file = elf();
+    for (v, file) in elves() {
+        every_program(v, file);
+    }
+}
+
+fn every_program(v: Variant, file: object::File<'static>) {
     let names: Vec<String> = file
         .symbols()
         .filter(|s| s.kind() == object::SymbolKind::Text)
@@ -75,7 +97,7 @@ fn object_has_every_program() {
     ] {
         assert!(
             names.iter().any(|n| n == p),
-            "program `{p}` missing from {names:?}"
+            "{v}: program `{p}` missing from {names:?}"
         );
     }
 }

@@ -5,7 +5,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use memleak_bpf::{Transport, UserRead};
 use memleak_unwind_arch::UnwindMode;
+
+use crate::features::Choice;
 
 pub const HELP: &str = "\
 memleak: find memory leaks in a running process or a command, with full
@@ -50,6 +53,10 @@ OPTIONS:
         --max-rules N        Unwind rules the kernel caches [default: 16384]
         --verify-unwind      Unwind every allocation both in the kernel and in
                              user space and count disagreements (testing)
+        --events KIND        auto, ringbuf (Linux 5.8+) or perfbuf (older
+                             kernels) [default: auto]
+        --read-helper KIND   auto, user (bpf_probe_read_user, Linux 5.5+) or
+                             legacy (bpf_probe_read) [default: auto]
     -v, --verbose            More logging on stderr (-v info, -vv debug,
                              -vvv trace); RUST_LOG overrides
     -h, --help               Print this help
@@ -97,6 +104,8 @@ pub struct Options {
     pub max_stacks: u32,
     pub max_rules: u32,
     pub verify_unwind: bool,
+    pub events: Choice<Transport>,
+    pub read_helper: Choice<UserRead>,
     pub verbose: u8,
 }
 
@@ -159,6 +168,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         max_stacks: 4096,
         max_rules: 16384,
         verify_unwind: false,
+        events: Choice::Auto,
+        read_helper: Choice::Auto,
         verbose: 0,
     };
     while let Some(arg) = p.next()? {
@@ -238,6 +249,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Long("max-stacks") => o.max_stacks = table_size(p.value()?, "--max-stacks")?,
             Long("max-rules") => o.max_rules = table_size(p.value()?, "--max-rules")?,
             Long("verify-unwind") => o.verify_unwind = true,
+            Long("events") => {
+                o.events = match p.value()?.to_string_lossy().as_ref() {
+                    "auto" => Choice::Auto,
+                    "ringbuf" => Choice::Forced(Transport::RingBuffer),
+                    "perfbuf" => Choice::Forced(Transport::PerfBuffer),
+                    other => bail!("invalid --events `{other}`: use auto, ringbuf or perfbuf"),
+                }
+            }
+            Long("read-helper") => {
+                o.read_helper = match p.value()?.to_string_lossy().as_ref() {
+                    "auto" => Choice::Auto,
+                    "user" => Choice::Forced(UserRead::ProbeReadUser),
+                    "legacy" => Choice::Forced(UserRead::ProbeRead),
+                    other => bail!("invalid --read-helper `{other}`: use auto, user or legacy"),
+                }
+            }
             Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
             Value(v) => {
                 if positional.len() >= 2 {

@@ -13,6 +13,7 @@ mod allocator;
 mod books;
 mod cli;
 mod events;
+mod features;
 mod probes;
 mod process;
 mod report;
@@ -31,7 +32,7 @@ use memleak_unwind_arch::{AnyUnwinder, ElfFile};
 
 use crate::books::Books;
 use crate::cli::{Options, Parsed, Target};
-use crate::events::{EventSource, RingBufferSource};
+use crate::events::{EventSource, PerfBufferSource, RingBufferSource};
 use crate::process::ChildState;
 use crate::tracker::Tracker;
 
@@ -128,7 +129,9 @@ fn run(opts: Options) -> Result<()> {
                 exe_elf.machine()
             )
         })?;
+    let variant = features::Features::probe().choose(opts.events, opts.read_helper)?;
     let params = probes::LoadParams {
+        variant,
         pc_mask: unwinder.code_address_mask(),
         // glibc's realloc(p, 0) frees p and returns NULL; musl returns a block.
         realloc_zero_frees: !alloc.path.to_string_lossy().contains("musl"),
@@ -140,8 +143,17 @@ fn run(opts: Options) -> Result<()> {
         .maps()
         .find(|m| m.name() == memleak_bpf::map::EVENTS)
         .ok_or_else(|| anyhow!("BPF map `events` missing"))
-        .and_then(|m| libbpf_rs::MapHandle::try_from(&m).context("the ring buffer"))?;
-    let mut source = RingBufferSource::start(events)?;
+        .and_then(|m| libbpf_rs::MapHandle::try_from(&m).context("the event buffer"))?;
+    let mut source: Box<dyn EventSource> = match variant.transport {
+        memleak_bpf::Transport::RingBuffer => Box::new(RingBufferSource::start(events)?),
+        memleak_bpf::Transport::PerfBuffer => {
+            // --ringbuf-mb in all, split over the CPUs, in pages (a power of two).
+            let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+            let pages = ((opts.ringbuf_mb as usize) << 20) / 4096 / cpus;
+            let pages = pages.next_power_of_two().clamp(8, 1024);
+            Box::new(PerfBufferSource::start(events, pages)?)
+        }
+    };
     let probes = probes::Probes::attach(obj, &alloc, pid)?;
     install_signal_handlers()?;
 
@@ -176,7 +188,12 @@ fn run(opts: Options) -> Result<()> {
         |tracker: &mut Tracker, source: &mut dyn EventSource, is_final: bool| -> Result<()> {
             settle(source, tracker, &books)?;
             tracker.snapshot(&books, opts.mmap)?;
-            let losses = report::losses(tracker, &probes.counters(), probes.prog_misses());
+            let losses = report::losses(
+                tracker,
+                &probes.counters(),
+                probes.prog_misses(),
+                source.lost(),
+            );
             if losses.lost_events > 0 {
                 warn!(
                     "{} events lost: the report may be incomplete",
@@ -186,7 +203,12 @@ fn run(opts: Options) -> Result<()> {
             emit(&report::render(tracker, &opts, &losses, is_final, pid))
         };
     loop {
-        pump(&mut source, &mut tracker, &books, Duration::from_millis(50))?;
+        pump(
+            source.as_mut(),
+            &mut tracker,
+            &books,
+            Duration::from_millis(50),
+        )?;
         if STOP.load(Ordering::SeqCst) {
             info!("interrupted: final report");
             break;
@@ -197,7 +219,7 @@ fn run(opts: Options) -> Result<()> {
                 ChildState::Exiting => {
                     // Memory is still mapped: take in what is pending and
                     // look at the maps once more.
-                    settle(&mut source, &mut tracker, &books)?;
+                    settle(source.as_mut(), &mut tracker, &books)?;
                     tracker.refresh_modules();
                     process::resume(c);
                 }
@@ -221,7 +243,7 @@ fn run(opts: Options) -> Result<()> {
                 let last = opts.count.is_some_and(|c| reports >= c);
                 tracker.refresh_modules();
                 tracker.forget_unmapped_rules(&books);
-                report(&mut tracker, &mut source, last)?;
+                report(&mut tracker, source.as_mut(), last)?;
                 if last {
                     log::debug!("rule cache: {:?}", tracker.cache_stats());
                     return Ok(());
@@ -231,7 +253,7 @@ fn run(opts: Options) -> Result<()> {
         }
     }
     log::debug!("rule cache: {:?}", tracker.cache_stats());
-    report(&mut tracker, &mut source, true)
+    report(&mut tracker, source.as_mut(), true)
 }
 
 fn main() -> ExitCode {

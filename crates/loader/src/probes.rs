@@ -90,6 +90,8 @@ fn initial_value(m: &libbpf_rs::OpenMapMut<'_>) -> Vec<u8> {
 
 /// What the loader decides beside the options.
 pub struct LoadParams {
+    /// The build of the programs for this kernel.
+    pub variant: memleak_bpf::Variant,
     /// Bits of a code address (see `AnyUnwinder::code_address_mask`).
     pub pc_mask: u64,
     /// glibc's `realloc(p, 0)` frees `p`.
@@ -102,7 +104,7 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
     let mut builder = ObjectBuilder::default();
     builder.name("memleak").context("naming the BPF object")?;
     let mut open = builder
-        .open_memory(memleak_bpf::OBJECT)
+        .open_memory(params.variant.object())
         .context("opening the embedded BPF object")?;
     let cfg = Config {
         min_size: opts.min_size,
@@ -133,8 +135,13 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
             m.set_initial_value(&value)
                 .context("configuring the BPF object")?;
         } else {
+            let perf = params.variant.transport == memleak_bpf::Transport::PerfBuffer;
             let entries = match name.as_str() {
-                map::EVENTS => Some(opts.ringbuf_mb << 20),
+                // A perf event array gets one entry per CPU from libbpf.
+                map::EVENTS if !perf => Some(opts.ringbuf_mb << 20),
+                map::STAGING => {
+                    Some(libbpf_rs::num_possible_cpus().context("counting the CPUs")? as u32)
+                }
                 map::ALLOCS => Some(opts.max_allocs),
                 map::STACKS => Some(opts.max_stacks),
                 map::RULES => Some(opts.max_rules),

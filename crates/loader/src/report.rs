@@ -36,7 +36,7 @@ pub struct Losses {
     pub truncated_stacks: u64,
 }
 
-pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
+pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64, buffer_lost: u64) -> Losses {
     let mut named = Vec::new();
     let mut lost = 0;
     for c in Counter::ALL {
@@ -48,6 +48,7 @@ pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
     }
     let u = tracker.counts;
     named.push(("bpf_prog_misses", prog_misses));
+    named.push(("perf_buffer_lost", buffer_lost));
     named.push(("bad_records", u.bad_records));
     named.push(("unresolved_stacks", u.unresolved));
     named.push(("truncated_stacks", u.truncated_stacks));
@@ -57,7 +58,7 @@ pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64) -> Losses {
     named.push(("rule_cache_failures", u.rule_failures));
     named.push(("unwind_verified", u.verified));
     named.push(("unwind_disagreements", u.disagreements));
-    lost += prog_misses + u.bad_records + u.unresolved;
+    lost += prog_misses + buffer_lost + u.bad_records + u.unresolved;
     Losses {
         named,
         lost_events: lost,

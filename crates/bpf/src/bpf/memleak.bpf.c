@@ -16,8 +16,10 @@
  * anything to user space: a copy of the stack (EV_MISS), which user space
  * unwinds with DWARF CFI before filling the rules of that chain.
  *
- * Kernels 5.8+ (ring buffer, bpf_probe_read_user): no atomics with fetch, no
- * bpf_loop, no kfuncs; every map is preallocated (or LRU).
+ * Kernels 5.8+ (ring buffer, bpf_probe_read_user), or 5.3+ built with
+ * MEMLEAK_PERFBUF (perf event array) and, before 5.5, MEMLEAK_LEGACY_READ
+ * (bpf_probe_read): bounded loops, no atomics with fetch, no bpf_loop, no
+ * kfuncs; every map is preallocated (or LRU).
  */
 #include "memleak.h"
 
@@ -48,10 +50,22 @@ static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_tail_call)(void *ctx, void *prog_array_map, __u32 index) = (void *)12;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+#ifdef MEMLEAK_LEGACY_READ
+/* Kernels before 5.5: bpf_probe_read reads user memory on the
+ * architectures memleak supports (they have no separate user address space
+ * checks that it would miss). */
+static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)4;
+#else
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
+#endif
+#ifdef MEMLEAK_PERFBUF
+static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data,
+				     __u64 size) = (void *)25;
+#else
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
+#endif
 
 #define BPF_RB_NO_WAKEUP 1
 #define BPF_RB_FORCE_WAKEUP 2
@@ -61,6 +75,8 @@ static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PROG_ARRAY 3
+#define BPF_MAP_TYPE_PERF_EVENT_ARRAY 4
+#define BPF_F_CURRENT_CPU 0xffffffffULL
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_RINGBUF 27
 #define BPF_MAP_TYPE_LRU_HASH 9
@@ -193,10 +209,32 @@ struct {
 	__type(value, struct unwind_rule);
 } rules SEC(".maps");
 
+#ifdef MEMLEAK_PERFBUF
+/* Kernels without BPF ring buffers (before 5.8): a perf event array, fed
+ * from a per-CPU staging buffer (the loader sizes it to the CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+#define STAGING_BYTES (sizeof(struct stack_event) + MAX_STACK_BYTES + COPY_CHUNK)
+struct staging_buf {
+	unsigned char data[STAGING_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* the loader sets the number of CPUs */
+	__type(key, __u32);
+	__type(value, struct staging_buf);
+} staging SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 2 << 20); /* the loader may resize */
 } events SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -252,27 +290,47 @@ static __always_inline void count(__u32 idx)
 	count_n(idx, 1);
 }
 
-/* Records are submitted without a wakeup until enough are pending (a wakeup
- * costs more than the probe); the reader also drains on a timer. Misses wake
- * it at once: the allocations of that path miss until it answers. */
-static __always_inline void submit(void *rec, int urgent)
-{
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-
-	bpf_ringbuf_submit(rec, urgent || pending >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-								       : BPF_RB_NO_WAKEUP);
-}
-
-/* A ring-buffer record of `size` bytes; `lost` counts a failure. */
+/* Room for a record of `size` bytes; `lost` counts a failure. */
 static __always_inline void *reserve(__u64 size, __u32 lost)
 {
+#ifdef MEMLEAK_PERFBUF
+	__u32 cpu = bpf_get_smp_processor_id();
+	void *rec = size <= STAGING_BYTES ? bpf_map_lookup_elem(&staging, &cpu) : 0;
+#else
 	void *rec = bpf_ringbuf_reserve(&events, size, 0);
 
 	if (rec)
 		count_n(C_BYTES_SENT, size);
-	else
+#endif
+	if (!rec)
 		count(lost);
 	return rec;
+}
+
+/*
+ * Sends a reserved record of `size` bytes; returns 0 when it went out.
+ * Ring buffer: submitted without a wakeup until enough is pending (a wakeup
+ * costs more than the probe); the reader also drains on a timer. Misses
+ * (`urgent`) wake it at once: the allocations of that path miss until it
+ * answers. Perf buffer: copied out of the staging buffer.
+ */
+static __always_inline int submit(void *ctx, void *rec, __u64 size, int urgent, __u32 lost)
+{
+#ifdef MEMLEAK_PERFBUF
+	asm volatile("" : "+r"(size));
+	if (size > STAGING_BYTES || bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) != 0) {
+		count(lost);
+		return -1;
+	}
+	count_n(C_BYTES_SENT, size);
+	return 0;
+#else
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(rec, urgent || pending >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								       : BPF_RB_NO_WAKEUP);
+	return 0;
+#endif
 }
 
 /*
@@ -592,7 +650,7 @@ static __always_inline __u32 copy_known(struct stack_event *e, __u64 sp, __u64 n
  * stack: EV_MISS for a stack user space must finish, EV_VERIFY for one the
  * kernel finished (--verify-unwind). Returns 0 when sent.
  */
-static __always_inline int send_stack(struct scratch *sc, __u32 type, __u64 id)
+static __always_inline int send_stack(void *ctx, struct scratch *sc, __u32 type, __u64 id)
 {
 	__u64 sp = sc->regs[1], need, *stack_end = &sc->stack_end, *hint;
 	struct stack_event *e;
@@ -612,12 +670,14 @@ static __always_inline int send_stack(struct scratch *sc, __u32 type, __u64 id)
 		need = *hint - sp;
 		at_end = 0;
 	}
+#ifndef MEMLEAK_PERFBUF
 	if (type == EV_VERIFY && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
 					 bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2) {
 		/* Verification yields to misses: only with room to spare. */
 		count(C_VERIFY_SKIPPED);
 		return -1;
 	}
+#endif
 	lost = type == EV_VERIFY ? C_VERIFY_SKIPPED : C_RINGBUF_DROPS;
 	if (need <= TINY_STACK)
 		e = reserve(sizeof(*e) + TINY_STACK, lost);
@@ -649,8 +709,7 @@ static __always_inline int send_stack(struct scratch *sc, __u32 type, __u64 id)
 	else
 		e->stack_len = copy_stack(e, sp, stack_end, &flags);
 	e->flags = flags;
-	submit(e, type == EV_MISS);
-	return 0;
+	return submit(ctx, e, sizeof(*e) + e->stack_len, type == EV_MISS, lost);
 }
 
 /*
@@ -676,12 +735,12 @@ int walk_stack(struct pt_regs *ctx)
 		count(C_KERNEL_STACKS);
 		store_stack(id, &sc->st);
 		if (cfg.verify)
-			send_stack(sc, EV_VERIFY, id);
+			send_stack(ctx, sc, EV_VERIFY, id);
 	} else {
 		count(C_MISSES);
 		miss = MISS_ID_BIT | ((__u64)bpf_get_smp_processor_id() << 40) |
 		       (sc->miss_seq++ & ((1ULL << 40) - 1));
-		if (send_stack(sc, EV_MISS, miss) == 0) {
+		if (send_stack(ctx, sc, EV_MISS, miss) == 0) {
 			id = miss;
 		} else {
 			/* No room for the copy: keep the part the kernel walked. */
@@ -697,8 +756,8 @@ int walk_stack(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline void trace_call(__u32 tgid, __u32 tid, __u32 kind, __u64 size, __u64 addr,
-				       __u64 old_ptr)
+static __always_inline void trace_call(void *ctx, __u32 tgid, __u32 tid, __u32 kind, __u64 size,
+				       __u64 addr, __u64 old_ptr)
 {
 	struct trace_event *e = reserve(sizeof(*e), C_RINGBUF_DROPS);
 
@@ -712,7 +771,7 @@ static __always_inline void trace_call(__u32 tgid, __u32 tid, __u32 kind, __u64 
 	e->size = size;
 	e->addr = addr;
 	e->old_ptr = old_ptr;
-	submit(e, 0);
+	submit(ctx, e, sizeof(*e), 0, C_RINGBUF_DROPS);
 }
 
 /* ---- The books ---------------------------------------------------------- */
@@ -822,7 +881,7 @@ static __always_inline int on_free(struct pt_regs *ctx, __u32 kind, __u64 addr, 
 	if (addr == 0)
 		return 0; /* free(NULL) */
 	if (cfg.trace)
-		trace_call(tgid, tid, kind, len, addr, 0);
+		trace_call(ctx, tgid, tid, kind, len, addr, 0);
 	if (kind == K_FREE) {
 		bpf_map_delete_elem(&allocs, &key);
 		return 0;
@@ -857,7 +916,7 @@ static __always_inline int on_free(struct pt_regs *ctx, __u32 kind, __u64 addr, 
 		e->_pad = 0;
 		e->addr = addr;
 		e->len = len;
-		submit(e, 0);
+		submit(ctx, e, sizeof(*e), 0, C_RINGBUF_DROPS);
 	}
 	return 0;
 }
@@ -955,7 +1014,7 @@ int alloc_return(struct pt_regs *ctx)
 		ret = 0; /* MAP_FAILED */
 	}
 	if (cfg.trace)
-		trace_call(tgid, tid, st->kind, st->size, ret, st->old_ptr);
+		trace_call(ctx, tgid, tid, st->kind, st->size, ret, st->old_ptr);
 	if (st->kind == K_REALLOC || st->kind == K_REALLOCARRAY) {
 		/* The old block is freed only when realloc succeeds (or, in
 		 * glibc, when it is asked for 0 bytes). */

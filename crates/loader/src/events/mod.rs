@@ -4,13 +4,16 @@
 //! (the first CFI and DWARF load of a library) never leaves the kernel's
 //! buffer full, and hands them over as owned byte vectors.
 //!
-//! The ring buffer is the source today; a perf-event-array source for
-//! kernels without BPF ring buffers goes beside it behind [`EventSource`].
+//! The BPF ring buffer (kernels 5.8+) and, for older kernels, a perf event
+//! array are the sources; both share the reader thread of [`reader`].
 
+mod perfbuf;
+mod reader;
 mod ringbuf;
 
 use std::time::Duration;
 
+pub use perfbuf::PerfBufferSource;
 pub use ringbuf::RingBufferSource;
 
 /// A stream of raw BPF records.
@@ -22,6 +25,8 @@ pub trait EventSource {
     /// to [`recv`](Self::recv) (they are queued behind what is pending).
     fn sync(&mut self) -> anyhow::Result<()>;
 
-    /// Stops reading; records not yet read are dropped.
-    fn stop(&mut self);
+    /// Records the kernel's buffer reported lost (perf buffers do).
+    fn lost(&self) -> u64 {
+        0
+    }
 }

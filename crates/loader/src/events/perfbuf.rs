@@ -1,0 +1,63 @@
+//! Perf event array source, for kernels without BPF ring buffers: one
+//! buffer per CPU; records the kernel could not write are reported lost.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use libbpf_rs::{MapHandle, PerfBuffer};
+
+use super::reader::{Drain, Msg, Reader};
+use super::EventSource;
+
+/// The buffer, and the map it reads (kept open while it is read).
+struct Perf(PerfBuffer<'static>, #[allow(dead_code)] MapHandle);
+
+impl Drain for Perf {
+    fn poll(&mut self, timeout: Duration) -> Result<(), libbpf_rs::Error> {
+        self.0.poll(timeout)
+    }
+    fn drain(&mut self) -> Result<(), libbpf_rs::Error> {
+        self.0.consume()
+    }
+}
+
+/// Reads a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` map on a thread of its own.
+pub struct PerfBufferSource(Reader);
+
+impl PerfBufferSource {
+    /// Starts reading the perf event array `handle` refers to, with
+    /// `pages` pages (a power of two) per CPU.
+    pub fn start(handle: MapHandle, pages: usize) -> Result<PerfBufferSource> {
+        let reader = Reader::start(
+            "perf buffer",
+            Box::new(move |tx, lost| {
+                let pb = libbpf_rs::PerfBufferBuilder::new(&handle)
+                    .sample_cb(move |_cpu, data: &[u8]| {
+                        let _ = tx.send(Msg::Record(data.to_vec()));
+                    })
+                    .lost_cb(move |cpu, n| {
+                        lost.fetch_add(n, Ordering::SeqCst);
+                        log::warn!("perf buffer of CPU {cpu}: {n} records lost");
+                    })
+                    .pages(pages)
+                    .build()
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(Box::new(Perf(pb, handle)) as Box<dyn Drain>)
+            }),
+        )?;
+        Ok(PerfBufferSource(reader))
+    }
+}
+
+impl EventSource for PerfBufferSource {
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        self.0.recv(timeout)
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.0.sync()
+    }
+    fn lost(&self) -> u64 {
+        self.0.lost()
+    }
+}
