@@ -13,6 +13,7 @@ mod common;
 
 mod accounting;
 mod attach;
+mod compat;
 mod cxx;
 mod demo;
 mod dlopen;
