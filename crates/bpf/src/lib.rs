@@ -143,8 +143,11 @@ pub mod map {
     pub const ALLOCS: &str = "allocs";
     /// Outstanding mmap regions (`--mmap`), same types as [`ALLOCS`].
     pub const MMAPS: &str = "mmaps";
-    /// Stacks the kernel walked: `u64` id → [`KStack`](crate::KStack).
+    /// Stacks the kernel walked of up to [`KSTACK_SHORT`](crate::KSTACK_SHORT)
+    /// frames: `u64` id → a prefix of [`KStack`](crate::KStack).
     pub const STACKS: &str = "stacks";
+    /// Deeper stacks: `u64` id → [`KStack`](crate::KStack).
+    pub const DEEP_STACKS: &str = "deep_stacks";
     /// The rule cache: [`RuleKey`](crate::RuleKey) → [`RawRule`](crate::RawRule).
     pub const RULES: &str = "rules";
     /// Per-CPU loss and bookkeeping counters, indexed by [`Counter`](crate::Counter).
@@ -161,6 +164,8 @@ pub mod map {
 pub const MAX_STACK_BYTES: u32 = abi::MAX_STACK_BYTES as u32;
 /// Deepest stack the kernel walks and stores.
 pub const KSTACK_MAX: usize = abi::KSTACK_MAX as usize;
+/// Stacks up to this deep go to the smaller table, [`map::STACKS`].
+pub const KSTACK_SHORT: usize = abi::KSTACK_SHORT as usize;
 /// Stack ids with this bit set are miss ids (user space resolves them).
 pub const MISS_ID_BIT: u64 = abi::MISS_ID_BIT;
 /// Bits of a stored pc below the method byte.
@@ -305,6 +310,29 @@ impl Default for KStack {
 impl Pod for KStack {}
 
 impl KStack {
+    /// Reads a stack from map bytes holding all of `struct kstack` or a
+    /// prefix of it; `None` if `nr` claims more words than there are.
+    pub fn from_prefix(b: &[u8]) -> Option<KStack> {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?))
+        };
+        let head = word(0)?.to_ne_bytes();
+        let nr = u32::from_ne_bytes(head[..4].try_into().ok()?);
+        let end = u32::from_ne_bytes(head[4..].try_into().ok()?);
+        let mut s = KStack {
+            nr,
+            end,
+            ..KStack::default()
+        };
+        if nr as usize > KSTACK_MAX {
+            return None;
+        }
+        for i in 0..nr as usize {
+            s.pcs[i] = word(8 + 8 * i)?;
+        }
+        Some(s)
+    }
+
     /// The valid words (pc | method << 56).
     pub fn words(&self) -> &[u64] {
         &self.pcs[..(self.nr as usize).min(KSTACK_MAX)]

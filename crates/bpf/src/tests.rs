@@ -228,3 +228,25 @@ fn kinds_and_counters_follow_the_header() {
     assert_eq!(Kind::Munmap.program(), prog::MUNMAP);
     assert_eq!(abi::K_MUNMAP, Kind::Munmap as u64);
 }
+
+#[test]
+fn short_stacks_read_from_a_prefix() {
+    let mut k = KStack {
+        nr: 3,
+        end: abi::END_OUTERMOST as u32,
+        ..KStack::default()
+    };
+    k.pcs[..3].copy_from_slice(&[1, 2, 3]);
+    let prefix = &k.as_bytes()[..abi::KSTACK_SHORT_BYTES as usize];
+    assert_eq!(KStack::from_prefix(prefix), Some(k));
+    assert_eq!(KStack::from_prefix(k.as_bytes()), Some(k));
+    // nr beyond the bytes given, or beyond the array.
+    k.nr = KSTACK_SHORT as u32 + 1;
+    assert_eq!(
+        KStack::from_prefix(&k.as_bytes()[..abi::KSTACK_SHORT_BYTES as usize]),
+        None
+    );
+    k.nr = KSTACK_MAX as u32 + 1;
+    assert_eq!(KStack::from_prefix(k.as_bytes()), None);
+    assert_eq!(KStack::from_prefix(&[1, 2]), None);
+}

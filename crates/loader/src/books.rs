@@ -25,6 +25,7 @@ pub struct Books {
     allocs: MapHandle,
     mmaps: MapHandle,
     stacks: MapHandle,
+    deep_stacks: MapHandle,
     rules: MapHandle,
     copy_ends: MapHandle,
 }
@@ -132,6 +133,7 @@ impl Books {
             allocs: handle(obj, map::ALLOCS)?,
             mmaps: handle(obj, map::MMAPS)?,
             stacks: handle(obj, map::STACKS)?,
+            deep_stacks: handle(obj, map::DEEP_STACKS)?,
             rules: handle(obj, map::RULES)?,
             copy_ends: handle(obj, map::COPY_ENDS)?,
         })
@@ -161,11 +163,12 @@ impl Books {
 
     /// The stack the kernel stored under `id`.
     pub fn stack(&self, id: u64) -> Option<KStack> {
-        let v = self
-            .stacks
-            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
-            .ok()??;
-        KStack::from_bytes(&v).filter(|s| s.nr as usize <= memleak_bpf::KSTACK_MAX)
+        let key = id.to_ne_bytes();
+        let v = match self.stacks.lookup(&key, MapFlags::ANY) {
+            Ok(Some(v)) => v,
+            _ => self.deep_stacks.lookup(&key, MapFlags::ANY).ok()??,
+        };
+        KStack::from_prefix(&v)
     }
 
     /// Caches a rule.

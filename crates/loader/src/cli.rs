@@ -49,8 +49,9 @@ OPTIONS:
                              [default: 2]
         --max-allocs N       Outstanding blocks the kernel's books hold
                              [default: 131072]
-        --max-stacks N       Unique stacks the kernel stores [default: 4096]
-        --max-rules N        Unwind rules the kernel caches [default: 16384]
+        --max-stacks N       Unique stacks the kernel stores (and N/8 more of
+                             over 16 frames) [default: 4096]
+        --max-rules N        Unwind rules the kernel caches [default: 8192]
         --verify-unwind      Unwind every allocation both in the kernel and in
                              user space and count disagreements (testing)
         --events KIND        auto, ringbuf (Linux 5.8+) or perfbuf (older
@@ -166,7 +167,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         ringbuf_mb: 2,
         max_allocs: 131072,
         max_stacks: 4096,
-        max_rules: 16384,
+        max_rules: 8192,
         verify_unwind: false,
         events: Choice::Auto,
         read_helper: Choice::Auto,

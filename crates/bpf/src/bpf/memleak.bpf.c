@@ -172,7 +172,7 @@ struct thread_state {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* exited threads age out */
-	__uint(max_entries, 8192); /* threads; the loader may resize */
+	__uint(max_entries, 4096); /* threads */
 	__type(key, __u32);
 	__type(value, struct thread_state);
 } threads SEC(".maps");
@@ -188,23 +188,32 @@ struct {
 /* ... and mmap regions (--mmap). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 1024);
 	__type(key, struct alloc_key);
 	__type(value, struct alloc_info);
 } mmaps SEC(".maps");
 
-/* Stacks the kernel walked, by id. */
+/* Stacks the kernel walked, by id: those of up to KSTACK_SHORT frames (most
+ * of them) in `stacks`, whose values hold just that prefix of struct
+ * kstack; deeper ones in `deep_stacks`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* the loader sets --max-stacks */
 	__type(key, __u64);
-	__type(value, struct kstack);
+	__uint(value_size, KSTACK_SHORT_BYTES);
 } stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512); /* the loader sets --max-stacks / 8 */
+	__type(key, __u64);
+	__type(value, struct kstack);
+} deep_stacks SEC(".maps");
 
 /* The rule cache user space fills: (process, pc) -> how to find the caller. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384); /* the loader sets --max-rules */
+	__uint(max_entries, 8192); /* the loader sets --max-rules */
 	__type(key, struct rule_key);
 	__type(value, struct unwind_rule);
 } rules SEC(".maps");
@@ -247,7 +256,7 @@ struct {
  * learnt by user space from a complete unwind. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u64);
 } copy_ends SEC(".maps");
@@ -564,14 +573,15 @@ out:
 	return h ? h : 1;
 }
 
-/* Keeps a walked stack in `stacks` (once). */
+/* Keeps a walked stack (once). */
 static __always_inline void store_stack(__u64 id, struct kstack *st)
 {
+	void *map = st->nr <= KSTACK_SHORT ? (void *)&stacks : (void *)&deep_stacks;
 	long err;
 
-	if (bpf_map_lookup_elem(&stacks, &id))
+	if (bpf_map_lookup_elem(map, &id))
 		return;
-	err = bpf_map_update_elem(&stacks, &id, st, BPF_NOEXIST);
+	err = bpf_map_update_elem(map, &id, st, BPF_NOEXIST);
 	if (err != 0 && err != -EEXIST)
 		count(C_STACKS_FULL);
 }

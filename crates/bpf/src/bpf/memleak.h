@@ -76,6 +76,10 @@
 /* Deepest stack the kernel walks and stores; deeper ones (with a larger
  * --max-frames) go to user space as misses. */
 #define KSTACK_MAX 64
+/* Stacks of up to this many frames are stored in a smaller table (a prefix
+ * of struct kstack: nr, end and the first KSTACK_SHORT pcs). */
+#define KSTACK_SHORT 16
+#define KSTACK_SHORT_BYTES 136
 
 /* Upper bound of --stack-bytes, and the chunk size of the page-wise copy. */
 #define MAX_STACK_BYTES 65536
@@ -219,6 +223,7 @@ _Static_assert(sizeof(struct alloc_info) == 24, "struct alloc_info");
 _Static_assert(sizeof(struct rule_key) == 16, "struct rule_key");
 _Static_assert(sizeof(struct unwind_rule) == 16, "struct unwind_rule");
 _Static_assert(sizeof(struct kstack) == 8 + 8 * KSTACK_MAX, "struct kstack");
+_Static_assert(KSTACK_SHORT_BYTES == 8 + 8 * KSTACK_SHORT, "short stacks");
 _Static_assert(sizeof(struct stack_event) == 72 + sizeof(struct kstack), "struct stack_event");
 _Static_assert(sizeof(struct munmap_event) == 40, "struct munmap_event");
 _Static_assert(sizeof(struct trace_event) == 48, "struct trace_event");
