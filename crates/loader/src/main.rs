@@ -165,6 +165,13 @@ fn run(opts: Options) -> Result<()> {
     let probes = probes::Probes::attach(obj, &alloc, pid)?;
     install_signal_handlers()?;
 
+    // The thread that resolves misses: while it is behind, every allocation
+    // on an uncached path sends a stack copy. A traced program with many
+    // busy threads must not starve it.
+    // SAFETY: setpriority on the calling thread only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
+        log::debug!("could not raise the main thread's priority");
+    }
     let mut tracker = Tracker::new(pid, unwinder, big_endian, opts.trace);
     tracker.refresh_modules();
 

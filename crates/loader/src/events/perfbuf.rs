@@ -1,7 +1,6 @@
 //! Perf event array source, for kernels without BPF ring buffers: one
 //! buffer per CPU; records the kernel could not write are reported lost.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -37,7 +36,7 @@ impl PerfBufferSource {
                         let _ = tx.send(Msg::Record(data.to_vec()));
                     })
                     .lost_cb(move |cpu, n| {
-                        lost.fetch_add(n, Ordering::SeqCst);
+                        *lost.lock().unwrap_or_else(|p| p.into_inner()) += n;
                         log::warn!("perf buffer of CPU {cpu}: {n} records lost");
                     })
                     .pages(pages)

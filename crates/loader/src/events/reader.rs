@@ -3,9 +3,10 @@
 //! full; `sync` makes everything submitted so far available.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use anyhow::{anyhow, Context, Result};
 pub(super) enum Msg {
     Record(Vec<u8>),
     /// Everything submitted before sync request N has been queued.
-    Synced(u64),
+    Synced(usize),
     Failed(String),
 }
 
@@ -30,15 +31,17 @@ pub(super) trait Drain {
 
 /// Builds the buffer on the reader thread: the sender for records and the
 /// counter of records the kernel reported lost.
-pub(super) type Setup =
-    Box<dyn FnOnce(Sender<Msg>, Arc<AtomicU64>) -> Result<Box<dyn Drain>, String> + Send>;
+pub(super) type Setup = Box<dyn FnOnce(Sender<Msg>, Lost) -> Result<Box<dyn Drain>, String> + Send>;
+
+/// Records the kernel reported lost (no 64-bit atomics on 32-bit MIPS).
+pub(super) type Lost = Arc<Mutex<u64>>;
 
 /// Records read on a thread of their own.
 pub struct Reader {
     rx: Receiver<Msg>,
     stop: Arc<AtomicBool>,
-    sync_req: Arc<AtomicU64>,
-    lost: Arc<AtomicU64>,
+    sync_req: Arc<AtomicUsize>,
+    lost: Lost,
     thread: Option<JoinHandle<()>>,
     /// Records received while waiting for a sync.
     backlog: VecDeque<Vec<u8>>,
@@ -49,7 +52,9 @@ pub struct Reader {
 /// fills: it only moves records into memory and sleeps. Without the
 /// privilege, a higher nice level is the fallback.
 fn raise_priority() {
-    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_param is plain data (musl's has more fields than glibc's).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = 1;
     // SAFETY: plain calls on the current thread with a valid parameter.
     let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
     if rc != 0 {
@@ -64,8 +69,8 @@ impl Reader {
     pub(super) fn start(what: &'static str, setup: Setup) -> Result<Reader> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let sync_req = Arc::new(AtomicU64::new(0));
-        let lost = Arc::new(AtomicU64::new(0));
+        let sync_req = Arc::new(AtomicUsize::new(0));
+        let lost = Lost::default();
         let (stop2, req2, lost2) = (stop.clone(), sync_req.clone(), lost.clone());
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let thread = std::thread::Builder::new()
@@ -153,7 +158,7 @@ impl Reader {
 
     /// Records the kernel reported lost.
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::SeqCst)
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops reading; records not yet read are dropped.
