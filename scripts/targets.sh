@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Reads the target descriptions in targets/*.toml (sourced by deps.sh and
-# build-static.sh). The files use a flat subset of TOML: `key = "string"`,
-# `key = true|false|NUMBER` and one-line arrays of strings `key = ["a", "b"]`,
-# with comments on lines of their own.
+# Reads the target descriptions in targets/*.toml (sourced by deps.sh,
+# build-static.sh, qemu/run...). The files use a flat subset of TOML: `key = "string"`,
+# `key = true|false|NUMBER` and arrays of strings `key = ["a", "b"]` (on one
+# line, or one item a line up to a line holding the closing `]`), with
+# comments on lines of their own.
 #
 #   target_files SPEC...   prints the file of each SPEC: a target's name
 #                          (x86_64), its triple, or "all" (every file)
@@ -40,11 +41,19 @@ target_files() {
 }
 
 target_load() {
-    local file=$1 line k v rest var
+    local file=$1 line k v rest var more
     local -a items
     for var in $(compgen -v t_); do unset "$var"; done
     while IFS= read -r line || [ -n "$line" ]; do
         [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+        # An array over several lines: join them up to the closing `]`.
+        if [[ $line =~ =[[:space:]]*\[ ]] && ! [[ $line =~ \][[:space:]]*$ ]]; then
+            while IFS= read -r more; do
+                [[ $more =~ ^[[:space:]]*(#|$) ]] && continue
+                line+=" $more"
+                [[ $more =~ \][[:space:]]*$ ]] && break
+            done
+        fi
         if ! [[ $line =~ ^[[:space:]]*([A-Za-z0-9_]+)[[:space:]]*=[[:space:]]*(.*[^[:space:]])[[:space:]]*$ ]]; then
             echo "$file: cannot parse: $line" >&2
             return 1

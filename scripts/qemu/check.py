@@ -6,13 +6,19 @@ lines:  ==MLQ== BEGIN <step> <stream> ... ==MLQ== END <step> <stream>,
 ==MLQ== RC <step> <code>, ==MLQ== T <step> <uptime>, ==MLQ== DONE.
 
 Steps: info; dyn and static (memleak --format json -- /leaky-{dyn,static} 6 0);
-attach (memleak --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
-(memleak -p 99999); kernel (dmesg). A failed memleak run is repeated with -v
+attach (memleak -v --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
+(memleak -p 99999); verify (memleak --verify-unwind --format json --
+/leaky-dyn 6 0); kernel (dmesg). A failed memleak run is repeated with -v
 as <step>.verbose, shown here when a check fails.
 
-Usage: check.py --target NAME --source examples/leaky.c [--summary FILE] LOG
+Usage: check.py --target NAME --source examples/leaky.c [--kernel-config FILE]
+                [--summary FILE] LOG
 Prints one line per check, details for failed ones, and exits 1 if any failed.
---summary writes shell assignments (kernel, btf, jit, checks) for run's table.
+--summary writes shell assignments for run's table: release (uname -r), btf,
+jit (JIT, interpreter, or no JIT in kernel), events (the event transport
+memleak -v names; ringbuf when it names none), checks, reason (why the
+first failing step failed). --kernel-config (the kernel's .config, when the
+host has it) tells a kernel whose JIT is for classic BPF only.
 """
 
 import argparse
@@ -25,6 +31,18 @@ MARK = "==MLQ=="
 CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
 # Names the allocator's entry may carry (a static glibc's malloc is an alias).
 MALLOC_NAMES = {"malloc", "__libc_malloc"}
+# The memleak runs, in the order of the guest's steps.
+STEPS = ["dyn", "static", "attach", "badpid", "verify"]
+# What the verifier or libbpf says when it refuses a program, in a -v log.
+REFUSAL_HINTS = re.compile(
+    r"uses reserved fields|unknown opcode|invalid func|unknown func|not supported|"
+    r"cannot use helper|invalid argument|program too large|unreachable insn|"
+    r"back-edge|R\d+ .*invalid|BPF_ATOMIC|atomic", re.I)
+# Verifier messages whose cause is known: (pattern, what it means).
+KNOWN_REFUSALS = [
+    (re.compile(r"BPF_(?:STX|XADD) uses reserved fields"),
+     "atomic fetch ops need kernel 5.12"),
+]
 
 
 def parse_log(text):
@@ -157,6 +175,10 @@ class Checker:
         self.target = target
         self.results = []  # (ok, name, detail lines)
         self.logs = []  # memleak's log of the current step, shown once
+        self.notes = {}  # step -> a line that says why it failed
+
+    def note(self, step, text):
+        self.notes.setdefault(step, text)
 
     def step_logs(self, logs):
         """Logs to show under the step's first failed check."""
@@ -272,6 +294,36 @@ def attach_run(c, sec, rcs, want):
     c.step_logs([])
 
 
+def option_rejected(sec, step, option):
+    """True when memleak's log for STEP says it does not know OPTION."""
+    lines = sec.get((step, "stderr"), []) + sec.get((step, "stdout"), [])
+    for line in lines:
+        if option in line and re.search(
+                r"unexpected|unknown|invalid|unrecognized|not (?:a |an )?(?:valid|known)|"
+                r"no such option|wasn't expected", line, re.I):
+            return True
+    return False
+
+
+def verify_run(c, sec, rcs, want):
+    """Run 5: --verify-unwind on the dynamic demo: run 1's checks, and the
+    kernel's and user space's unwinding agree on every allocation."""
+    step = "verify"
+    if rcs.get(step) not in (None, 0) and option_rejected(sec, step, "--verify-unwind"):
+        c.note(step, "--verify-unwind rejected by this memleak")
+    leak_run(c, step, sec, rcs, want)
+    final = None
+    for r in reports(sec.get((step, "stdout"), [])):
+        final = r
+    losses = final.get("losses") if isinstance(final, dict) else None
+    got = losses.get("unwind_disagreements") if isinstance(losses, dict) else None
+    c.step_logs(memleak_logs(sec, step))
+    c.check(got == 0, "verify: losses.unwind_disagreements == 0",
+            ["losses=%s" % (json.dumps(losses) if losses is not None else
+                            "missing (no final report)" if final is None else "missing")])
+    c.step_logs([])
+
+
 def badpid_run(c, sec, rcs):
     c.step_logs([])
     lines = sec.get(("badpid", "stdout"), []) + sec.get(("badpid", "stderr"), [])
@@ -283,11 +335,138 @@ def badpid_run(c, sec, rcs):
     c.check(rc is not None and rc != 0, "badpid: non-zero exit code", "exit code %s" % rc)
 
 
+def kernel_config(path):
+    """{CONFIG_X: value} of a kernel .config ({} without one)."""
+    cfg = {}
+    if not path:
+        return cfg
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = re.match(r"(CONFIG_\w+)=(.*)", line.strip())
+                if m:
+                    cfg[m.group(1)] = m.group(2)
+    except OSError:
+        pass
+    return cfg
+
+
+def jit_mode(info, config_path):
+    """("JIT" | "interpreter" | "no JIT in kernel" | "-", detail) from the
+    guest's net.core.bpf_jit_enable (and the kernel's .config if known)."""
+    value = info.get("bpf_jit_enable")
+    if value is None:  # a log of an older init: jit=yes|no
+        old = info.get("jit")
+        return {"yes": "JIT", "no": "interpreter"}.get(old, "-"), ""
+    if value == "absent":
+        return "no JIT in kernel", "no net.core.bpf_jit_enable"
+    cfg = kernel_config(config_path)
+    if cfg and cfg.get("CONFIG_HAVE_EBPF_JIT") != "y":
+        # A JIT for classic BPF only (e.g. 32-bit MIPS before 5.16): eBPF
+        # programs run in the interpreter whatever the sysctl says.
+        return "no JIT in kernel", "bpf_jit_enable=%s, classic BPF JIT only" % value
+    if value in ("1", "2"):
+        return "JIT", "bpf_jit_enable=%s" % value
+    if value == "0":
+        return "interpreter", "bpf_jit_enable=0"
+    return "-", "bpf_jit_enable=%s" % value
+
+
+TRANSPORTS = [
+    (re.compile(r"ring ?buf|ring buffer|RINGBUF", re.I), "ringbuf"),
+    (re.compile(r"perf ?buf|perf buffer|perf[_ ]event[_ ]array|PERF_EVENT_ARRAY", re.I), "perfbuf"),
+]
+
+
+def transport(sec):
+    """(The event transport memleak's -v log names, "ringbuf" if none; the
+    log line that names it, or None). memleak -v says e.g. "kernel: ...;
+    using ring buffer, bpf_probe_read_user"."""
+    order = ["attach", "attach.verbose"] + [s + ".verbose" for s in STEPS] + STEPS
+    for step in order:
+        for line in sec.get((step, "stderr"), []):
+            if not re.search(r"\busing\b|transport|event source|events (?:via|through|from|over)",
+                             line, re.I):
+                continue
+            for pat, name in TRANSPORTS:
+                if pat.search(line):
+                    return name, line.strip()
+            m = re.search(r"transport\W+(\w[\w-]*)", line, re.I)
+            if m:
+                return m.group(1), line.strip()
+    return "ringbuf", None
+
+
+def error_line(sec, step):
+    """memleak's `error:` line of STEP (or of its -v second attempt)."""
+    for s in (step, step + ".verbose"):
+        for line in sec.get((s, "stderr"), []) + sec.get((s, "stdout"), []):
+            if line.startswith("error:"):
+                return line[len("error:"):].strip()
+    return None
+
+
+def refusal_hint(sec, step):
+    """A line of the -v log that says why the kernel refused the programs."""
+    for s in (step + ".verbose", step):
+        for line in sec.get((s, "stderr"), []):
+            if REFUSAL_HINTS.search(line) and not line.startswith("error:"):
+                return line.strip()
+    return None
+
+
+def shorten(text, n):
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def failure_reason(c, sec, rcs, info, done):
+    """One line: why the first failing step failed, and which others did."""
+    if c.passed == len(c.results):
+        return ""
+    if not info or not done:
+        return "the guest did not run every step (see serial.log)"
+    failed = []
+    for ok, name, _ in c.results:
+        step = name.split(":", 1)[0]
+        if not ok and step in STEPS and step not in failed:
+            failed.append(step)
+    if not failed:
+        return "a check failed"
+    step = failed[0]
+    first = next(name for ok, name, _ in c.results if not ok and name.startswith(step + ":"))
+    why = c.notes.get(step)
+    if why is None:
+        err = error_line(sec, step)
+        if err:
+            why = shorten(err, 90)
+            hint = refusal_hint(sec, step)
+            if hint and hint not in err:
+                why += "; -v log: %s" % shorten(hint, 70)
+                for pat, meaning in KNOWN_REFUSALS:
+                    if pat.search(hint):
+                        why += " (%s)" % meaning
+        else:
+            why = "FAIL %s" % first
+    # Name the other failing steps, with a short cause when it differs.
+    others = []
+    for s in failed[1:]:
+        note = c.notes.get(s)
+        if note:
+            others.append("%s (%s)" % (s, shorten(note, 50)))
+        else:
+            err = error_line(sec, s)
+            others.append(s if err and err == error_line(sec, step) else
+                          "%s (%s)" % (s, shorten(err, 50)) if err else s)
+    return "%s: %s%s" % (step, why, "; also failed: " + ", ".join(others) if others else "")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", required=True)
     ap.add_argument("--source", required=True, help="examples/leaky.c")
     ap.add_argument("--summary", help="write shell assignments for the table here")
+    ap.add_argument("--kernel-config", help="the guest kernel's .config, if known")
     ap.add_argument("log")
     a = ap.parse_args()
 
@@ -309,6 +488,7 @@ def main():
     leak_run(c, "static", sec, rcs, want)
     attach_run(c, sec, rcs, want)
     badpid_run(c, sec, rcs)
+    verify_run(c, sec, rcs, want)
     total = len(c.results)
     c.print()
 
@@ -324,22 +504,31 @@ def main():
             print("  kernel log while the tests ran:")
             for line in kern[-20:]:
                 print("    | " + line)
-    steps = ["dyn", "static", "attach", "badpid"]
     durations = []
-    for s in steps:
+    for s in STEPS:
         if s in times and s + ".done" in times:
             durations.append("%s %.1fs" % (s, times[s + ".done"] - times[s]))
     if durations:
         print("  guest time per step: " + ", ".join(durations)
               + ("; done at %.1fs after boot" % times["done"] if "done" in times else ""))
+    jit, jit_detail = jit_mode(info, a.kernel_config)
+    events, events_line = transport(sec)
+    reason = failure_reason(c, sec, rcs, info, done)
+    print("  BPF: %s%s; event transport: %s (%s)" % (
+        jit, " (%s)" % jit_detail if jit_detail else "", events,
+        "memleak -v: " + events_line if events_line else "memleak -v names none"))
     print("  %s: %d/%d checks passed" % (a.target, c.passed, total))
+    if reason:
+        print("  %s: %s" % (a.target, reason))
 
     if a.summary:
         with open(a.summary, "w", encoding="utf-8") as f:
-            for k, v in (("kernel", info.get("kernel", "-")),
+            for k, v in (("release", info.get("kernel", "-")),
                          ("btf", info.get("btf", "-")),
-                         ("jit", info.get("jit", "-")),
-                         ("checks", "%d/%d" % (c.passed, total))):
+                         ("jit", jit),
+                         ("events", events),
+                         ("checks", "%d/%d" % (c.passed, total)),
+                         ("reason", reason.replace("|", "/"))):
                 f.write("%s=%s\n" % (k, shlex.quote(v)))
     return 0 if c.passed == total else 1
 

@@ -43,11 +43,11 @@ echo "$M BEGIN info"
 echo "kernel=$(uname -r)"
 echo "machine=$(uname -m)"
 if [ -e /sys/kernel/btf/vmlinux ]; then echo "btf=yes"; else echo "btf=no"; fi
-if [ "$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)" = 1 ] ||
-    [ "$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)" = 2 ]; then
-    echo "jit=yes"
+# net.core.bpf_jit_enable; "absent" without a JIT in the kernel.
+if [ -e /proc/sys/net/core/bpf_jit_enable ]; then
+    echo "bpf_jit_enable=$(cat /proc/sys/net/core/bpf_jit_enable)"
 else
-    echo "jit=no"
+    echo "bpf_jit_enable=absent"
 fi
 echo "cpus=$(grep -c ^processor /proc/cpuinfo)"
 echo "opts=$*"
@@ -91,7 +91,8 @@ again_verbose static "$@" --format json -- /leaky-static 6 0
 pid=$!
 wait_exec "$pid" /leaky-dyn
 echo "$M PID attach $pid"
-run attach "$@" --format json -p "$pid" 1 2
+# With -v: its log names the event transport.
+run attach -v "$@" --format json -p "$pid" 1 2
 wait "$pid"
 echo "$M RC attach.target $?"
 show attach target-stderr /tmp/leaky-err
@@ -99,12 +100,16 @@ if [ "$rc" -ne 0 ]; then
     /leaky-dyn 40 100 2>/tmp/leaky-err &
     pid=$!
     wait_exec "$pid" /leaky-dyn
-    run attach.verbose -v "$@" --format json -p "$pid" 1 2
+    run attach.verbose -v -v "$@" --format json -p "$pid" 1 2
     wait "$pid"
 fi
 
 # 99999 is above the default pid_max of a small guest: no such process.
 run badpid "$@" -p 99999
+
+# Every allocation's stack unwound both in the kernel and in user space.
+run verify "$@" --verify-unwind --format json -- /leaky-dyn 6 0
+again_verbose verify "$@" --verify-unwind --format json -- /leaky-dyn 6 0
 
 dmesg >/tmp/dmesg
 show kernel dmesg /tmp/dmesg

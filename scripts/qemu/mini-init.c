@@ -123,7 +123,8 @@ static int wait_for(pid_t pid)
 	return 128 + WTERMSIG(status);
 }
 
-/* run(step, verbose, args..., NULL): memleak [-v] OPTS args; returns its code. */
+/* run(step, verbose, args..., NULL): memleak, `verbose` times -v, OPTS, args;
+ * returns its code. */
 static int run(const char *step, int verbose, ...)
 {
 	char *argv[MAX_ARGS + 8];
@@ -132,7 +133,7 @@ static int run(const char *step, int verbose, ...)
 	char *a;
 
 	argv[n++] = "/memleak";
-	if (verbose)
+	for (i = 0; i < verbose && i < 4; i++)
 		argv[n++] = "-v";
 	for (i = 0; i < n_opts; i++)
 		argv[n++] = opts[i];
@@ -219,11 +220,11 @@ int main(void)
 	uname(&u);
 	printf("kernel=%s\nmachine=%s\n", u.release, u.machine);
 	printf("btf=%s\n", access("/sys/kernel/btf/vmlinux", F_OK) == 0 ? "yes" : "no");
-	if (read_line("/proc/sys/net/core/bpf_jit_enable", buf, sizeof(buf)) == 0 &&
-	    (strcmp(buf, "1") == 0 || strcmp(buf, "2") == 0))
-		printf("jit=yes\n");
+	/* net.core.bpf_jit_enable; "absent" without a JIT in the kernel. */
+	if (read_line("/proc/sys/net/core/bpf_jit_enable", buf, sizeof(buf)) == 0)
+		printf("bpf_jit_enable=%s\n", buf);
 	else
-		printf("jit=no\n");
+		printf("bpf_jit_enable=absent\n");
 	f = fopen("/proc/cpuinfo", "r");
 	if (f != NULL) {
 		char line[256];
@@ -245,17 +246,24 @@ int main(void)
 	pid = start_leaky_bg();
 	printf(M " PID attach %d\n", (int)pid);
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	rc = run("attach", 0, "--format", "json", "-p", pidbuf, "1", "2", NULL);
+	/* With -v: its log names the event transport. */
+	rc = run("attach", 1, "--format", "json", "-p", pidbuf, "1", "2", NULL);
 	printf(M " RC attach.target %d\n", wait_for(pid));
 	show("attach", "target-stderr", "/tmp/leaky-err");
 	if (rc != 0) {
 		pid = start_leaky_bg();
 		snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-		run("attach.verbose", 1, "--format", "json", "-p", pidbuf, "1", "2", NULL);
+		run("attach.verbose", 2, "--format", "json", "-p", pidbuf, "1", "2", NULL);
 		wait_for(pid);
 	}
 
 	run("badpid", 0, "-p", "99999", NULL);
+
+	/* Every allocation's stack unwound both in the kernel and in user space. */
+	if (run("verify", 0, "--verify-unwind", "--format", "json", "--", "/leaky-dyn", "6", "0",
+		NULL) != 0)
+		run("verify.verbose", 1, "--verify-unwind", "--format", "json", "--", "/leaky-dyn",
+		    "6", "0", NULL);
 
 	{
 		/* dmesg: the kernel log buffer through syslog(2)'s /proc/kmsg
