@@ -512,6 +512,17 @@ pub fn with_verify_unwind<'a>(extra: &[&'a str], verify_unwind: bool) -> Vec<&'a
 pub fn checked_final_report(run: &Run, verify_unwind: bool) -> Report {
     let report = run.final_report();
     if verify_unwind {
+        // Shown with --nocapture (and with a failing test's output).
+        eprintln!(
+            "{}: unwind_verified={} unwind_disagreements={} kernel_stacks={} rule_misses={} \
+             verify_copies_skipped={}",
+            run.command,
+            loss(&report, "unwind_verified"),
+            loss(&report, "unwind_disagreements"),
+            loss(&report, "kernel_stacks"),
+            loss(&report, "rule_misses"),
+            loss(&report, "verify_copies_skipped")
+        );
         assert_no_lost_events(&report);
         assert_no_unwind_disagreements(&report);
     }
@@ -547,11 +558,106 @@ pub fn assert_no_unwind_disagreements(report: &Report) {
         "the kernel and user-space unwinders disagreed on {disagreements} stacks:\n{}",
         report.render_summary(SUMMARY_STACKS)
     );
+    // A run in which the kernel finished no stack compared nothing.
+    let verified = report.losses.get("unwind_verified").copied().unwrap_or(0);
+    assert!(
+        verified > 0,
+        "{VERIFY_UNWIND} compared no stack the kernel walked (unwind_verified = {verified}): \
+         every allocation missed the rule cache, so nothing was verified:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
 }
 
 /// Stacks shown by `Report::render_summary` in failure messages of the
 /// load tests (a report with lost frees can list a thousand stacks).
 pub const SUMMARY_STACKS: usize = 16;
+
+/// The pause, in ms, that the `--verify-unwind` twins ask their fixture for
+/// (its PAUSE_MS argument) between the first allocation on each checked call
+/// path and the later ones.
+///
+/// The first allocation on a path misses the kernel's rule cache and is
+/// unwound in user space from its stack copy; only once memleak has cached
+/// the path's rules (a few ms later; tens of ms for a debug build on a busy
+/// machine) does the kernel walk the allocations on that path, and only
+/// those are compared with user space's unwinding (`unwind_verified`). A
+/// fixture that makes all its allocations at once has them all miss and
+/// verifies nothing. The twins count every allocation made at least this
+/// long after the first on its path as one the kernel walked.
+pub const VERIFY_PAUSE_MS: u64 = 300;
+
+/// `VERIFY_PAUSE_MS` as a fixture argument.
+pub fn verify_pause_arg() -> String {
+    VERIFY_PAUSE_MS.to_string()
+}
+
+/// The loss counter `name` of the report (0 when absent).
+pub fn loss(report: &Report, name: &str) -> u64 {
+    report.losses.get(name).copied().unwrap_or(0)
+}
+
+/// With `--verify-unwind`: at least `at_least` allocations were walked by
+/// the kernel and compared with user space's unwinding
+/// (`losses.unwind_verified`), less those whose verification copy yielded to
+/// misses (`verify_copies_skipped`: counted, never lost). `at_least` is the
+/// number of allocations the program made on its checked call paths at least
+/// `VERIFY_PAUSE_MS` after the first on each path, described by `what`.
+///
+/// The counter is per run, not per stack: for a program that also allocates
+/// elsewhere (a language runtime, the dynamic loader) this cannot tell which
+/// paths the verified stacks are on; see `assert_path_verified_at_least` for
+/// programs that allocate nothing else.
+pub fn assert_unwind_verified_at_least(report: &Report, at_least: u64, what: &str) {
+    let verified = loss(report, "unwind_verified");
+    let skipped = loss(report, "verify_copies_skipped");
+    assert!(
+        verified >= at_least.saturating_sub(skipped),
+        "{VERIFY_UNWIND}: unwind_verified = {verified} (verify_copies_skipped = {skipped}), \
+         expected at least {at_least}: {what}, made at least {VERIFY_PAUSE_MS} ms after the \
+         first allocation on their call path, should all have been walked by the kernel \
+         and verified:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
+}
+
+/// With `--verify-unwind`, for a program whose only allocations the tracer
+/// can see are `path_allocations` on its checked call paths: at least
+/// `at_least` of the stacks the kernel walked and user space verified are on
+/// those paths (less skipped verification copies, as in
+/// `assert_unwind_verified_at_least`).
+///
+/// The run's other allocations (`kernel_stacks + rule_misses`, all the
+/// allocations walked, minus `path_allocations`: none for such a program)
+/// could all be among the verified ones; the rest of `unwind_verified` is
+/// on the checked paths. So this holds only if the checked paths themselves
+/// were verified, not merely some unrelated allocation.
+pub fn assert_path_verified_at_least(
+    report: &Report,
+    path_allocations: u64,
+    at_least: u64,
+    what: &str,
+) {
+    let verified = loss(report, "unwind_verified");
+    let skipped = loss(report, "verify_copies_skipped");
+    let walked = loss(report, "kernel_stacks") + loss(report, "rule_misses");
+    assert!(
+        walked >= path_allocations,
+        "{VERIFY_UNWIND}: the kernel walked {walked} stacks (kernel_stacks + rule_misses), \
+         fewer than the {path_allocations} allocations of {what}:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
+    let elsewhere = walked - path_allocations;
+    let on_paths = verified.saturating_sub(elsewhere);
+    assert!(
+        on_paths >= at_least.saturating_sub(skipped),
+        "{VERIFY_UNWIND}: at most {on_paths} of the unwind_verified = {verified} stacks are on \
+         the checked call paths ({elsewhere} of the {walked} allocations walked were elsewhere; \
+         verify_copies_skipped = {skipped}), expected at least {at_least}: {what}, made at \
+         least {VERIFY_PAUSE_MS} ms after the first allocation on their call path, should all \
+         have been walked by the kernel and verified:\n{}",
+        report.render_summary(SUMMARY_STACKS)
+    );
+}
 
 // ---------------------------------------------------------------------------
 // valgrind

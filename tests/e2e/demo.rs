@@ -9,16 +9,31 @@ fn demo_full_chain_exact_totals() {
 }
 
 /// The same with `--verify-unwind`: the kernel's and user space's unwinding
-/// of every allocation agree.
+/// of every allocation agree. The program sleeps after each iteration, so
+/// that the later ones allocate on a chain whose rules are cached and the
+/// kernel walks them.
 #[test]
 fn demo_full_chain_verify_unwind() {
     demo_full_chain(true);
 }
 
+/// `leaky ITERATIONS`: 20 allocations through the chain, every other one
+/// freed again.
+const ITERATIONS: u64 = 20;
+
+/// leaky's SLEEP_MS (after each iteration) in the `--verify-unwind` twin.
+const VERIFY_SLEEP_MS: u64 = VERIFY_PAUSE_MS / 10;
+
 fn demo_full_chain(verify_unwind: bool) {
     let bin = fixtures::leaky();
     let src = example_src("leaky.c");
-    let run = memleak_json(&with_verify_unwind(&[], verify_unwind), &bin, &["20"]);
+    let iterations = ITERATIONS.to_string();
+    let sleep = VERIFY_SLEEP_MS.to_string();
+    let mut args = vec![iterations.as_str()];
+    if verify_unwind {
+        args.push(&sleep);
+    }
+    let run = memleak_json(&with_verify_unwind(&[], verify_unwind), &bin, &args);
     let report = checked_final_report(&run, verify_unwind);
     let expect = run.expect();
     assert_eq!(
@@ -115,6 +130,19 @@ fn demo_full_chain(verify_unwind: bool) {
         "stacks were truncated:\n{}",
         report.render()
     );
+    if verify_unwind {
+        // leaky.c allocates nothing but its ITERATIONS blocks, all through
+        // the chain, iteration i at least i * VERIFY_SLEEP_MS after the
+        // first: those from VERIFY_PAUSE_MS on must have been verified (the
+        // bound is taken on the chain's share of the run's counter).
+        let late = ITERATIONS - VERIFY_PAUSE_MS.div_ceil(VERIFY_SLEEP_MS);
+        assert_path_verified_at_least(
+            &report,
+            ITERATIONS,
+            late,
+            &format!("the last {late} of the {ITERATIONS} blocks through alloc_v3"),
+        );
+    }
 }
 
 /// True when libc's separate debug file (by build ID) is installed.
