@@ -46,7 +46,7 @@ OPTIONS:
         --unwind MODE        auto (CFI, then frame pointers), cfi, or fp (frame
                              pointers only, as BCC) [default: auto]
         --ringbuf-mb N       Ring buffer size in MiB (stack copies of misses)
-                             [default: 2]
+                             [default: 2; 8 with --verify-unwind]
         --max-allocs N       Outstanding blocks the kernel's books hold
                              [default: 131072]
         --max-stacks N       Unique stacks the kernel stores (and N/8 more of
@@ -146,6 +146,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     let mut pid = None;
     let mut command: Option<Vec<OsString>> = None;
     let mut positional: Vec<u64> = Vec::new();
+    let mut ringbuf_given = false;
     let mut o = Options {
         target: Target::Pid(0),
         interval: None,
@@ -242,6 +243,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             }
             Long("ringbuf-mb") => {
                 o.ringbuf_mb = number(p.value()?, "--ringbuf-mb")?;
+                ringbuf_given = true;
                 if !(1..=1024).contains(&o.ringbuf_mb) || !o.ringbuf_mb.is_power_of_two() {
                     bail!("--ringbuf-mb must be a power of two between 1 and 1024");
                 }
@@ -287,6 +289,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             bail!("no command after `--`");
         }
         command = Some(rest);
+    }
+    // Verification sends a stack copy per allocation: a bigger ring, unless
+    // the size was given.
+    if o.verify_unwind && !ringbuf_given {
+        o.ringbuf_mb = 8;
     }
     o.interval = positional.first().copied();
     o.count = positional.get(1).copied();

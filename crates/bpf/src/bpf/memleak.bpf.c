@@ -682,7 +682,7 @@ static __always_inline int send_stack(void *ctx, struct scratch *sc, __u32 type,
 	}
 #ifndef MEMLEAK_PERFBUF
 	if (type == EV_VERIFY && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
-					 bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2) {
+					 bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4) {
 		/* Verification yields to misses: only with room to spare. */
 		count(C_VERIFY_SKIPPED);
 		return -1;
