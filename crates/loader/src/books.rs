@@ -38,46 +38,43 @@ fn handle(obj: &Object, name: &str) -> Result<MapHandle> {
     MapHandle::try_from(&m).with_context(|| format!("BPF map `{name}`"))
 }
 
-/// Raw (key, value) pairs of a map.
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Every (key, value) of a hash map.
-fn read_all(m: &MapHandle) -> Result<Entries> {
-    match read_batched(m)? {
-        Some(v) => Ok(v),
-        None => {
-            // No batch operations (kernels before 5.6): key by key. Keys
-            // deleted meanwhile may restart the walk: skip repeats.
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for k in m.keys() {
-                if !seen.insert(k.clone()) {
-                    continue;
-                }
-                if let Some(v) = m.lookup(&k, MapFlags::ANY).context("reading a BPF map")? {
-                    out.push((k, v));
-                }
-            }
-            Ok(out)
+/// Calls `f` with every (key, value) of a hash map.
+fn for_each(m: &MapHandle, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+    if read_batched(m, &mut f)? {
+        return Ok(());
+    }
+    // No batch operations (kernels before 5.6): key by key. Keys deleted
+    // meanwhile may restart the walk: skip repeats.
+    let mut seen = HashSet::new();
+    for k in m.keys() {
+        if !seen.insert(k.clone()) {
+            continue;
+        }
+        if let Some(v) = m.lookup(&k, MapFlags::ANY).context("reading a BPF map")? {
+            f(&k, &v);
         }
     }
+    Ok(())
 }
 
-/// `None` when the kernel has no batch lookups for this map.
-fn read_batched(m: &MapHandle) -> Result<Option<Entries>> {
+/// Batched lookups; `false` (nothing read) when the kernel has none for
+/// this map.
+fn read_batched(m: &MapHandle, f: &mut impl FnMut(&[u8], &[u8])) -> Result<bool> {
     use libbpf_rs::libbpf_sys;
     let (ks, vs) = (m.key_size() as usize, m.value_size() as usize);
-    let mut count: u32 = 1024;
-    let mut out = Vec::new();
+    let mut count: u32 = 4096;
+    let mut first = true;
     let mut in_batch: Option<Vec<u8>> = None;
     let mut out_batch = vec![0u8; ks.max(4)];
     let opts = libbpf_sys::bpf_map_batch_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
         ..Default::default()
     };
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
     loop {
-        let mut keys = vec![0u8; count as usize * ks];
-        let mut values = vec![0u8; count as usize * vs];
+        keys.resize(count as usize * ks, 0);
+        values.resize(count as usize * vs, 0);
         let mut n = count;
         // SAFETY: the buffers hold `count` keys and values of the map's
         // sizes; in/out batch tokens are key-sized (at least 4 bytes).
@@ -103,24 +100,21 @@ fn read_batched(m: &MapHandle) -> Result<Option<Entries>> {
             continue;
         }
         if errno != 0 && errno != libc::ENOENT {
-            if out.is_empty() && [libc::EINVAL, libc::ENOTSUP, 524].contains(&errno) {
+            if first && [libc::EINVAL, libc::ENOTSUP, 524].contains(&errno) {
                 debug!("no batched lookups ({errno}): reading key by key");
-                return Ok(None);
+                return Ok(false);
             }
             return Err(anyhow!(
                 "reading a BPF map: {}",
                 std::io::Error::from_raw_os_error(errno)
             ));
         }
-        let n = n.min(count) as usize;
-        for i in 0..n {
-            out.push((
-                keys[i * ks..(i + 1) * ks].to_vec(),
-                values[i * vs..(i + 1) * vs].to_vec(),
-            ));
+        first = false;
+        for i in 0..n.min(count) as usize {
+            f(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]);
         }
         if errno == libc::ENOENT {
-            return Ok(Some(out));
+            return Ok(true);
         }
         in_batch = Some(out_batch.clone());
     }
@@ -149,15 +143,13 @@ impl Books {
     /// The outstanding blocks of process `tgid`: address and what is known.
     pub fn blocks(&self, c: Category, tgid: u32) -> Result<Vec<(u64, AllocInfo)>> {
         let mut v = Vec::new();
-        for (k, val) in read_all(self.blocks_map(c))? {
-            let (Some(k), Some(val)) = (AllocKey::from_bytes(&k), AllocInfo::from_bytes(&val))
-            else {
-                continue;
-            };
-            if k.tgid == tgid {
-                v.push((k.addr, val));
+        for_each(self.blocks_map(c), |k, val| {
+            if let (Some(k), Some(val)) = (AllocKey::from_bytes(k), AllocInfo::from_bytes(val)) {
+                if k.tgid == tgid {
+                    v.push((k.addr, val));
+                }
             }
-        }
+        })?;
         Ok(v)
     }
 

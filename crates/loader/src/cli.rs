@@ -55,9 +55,10 @@ OPTIONS:
         --verify-unwind      Unwind every allocation both in the kernel and in
                              user space and count disagreements (testing)
         --events KIND        auto, ringbuf (Linux 5.8+) or perfbuf (older
-                             kernels) [default: auto]
+                             kernels) [default: auto, or $MEMLEAK_EVENTS]
         --read-helper KIND   auto, user (bpf_probe_read_user, Linux 5.5+) or
-                             legacy (bpf_probe_read) [default: auto]
+                             legacy (bpf_probe_read) [default: auto, or
+                             $MEMLEAK_READ_HELPER]
     -v, --verbose            More logging on stderr (-v info, -vv debug,
                              -vvv trace); RUST_LOG overrides
     -h, --help               Print this help
@@ -125,6 +126,24 @@ where
         .map_err(|e| anyhow::anyhow!("invalid {what} `{s}`: {e}"))
 }
 
+fn events(v: &str) -> Result<Choice<Transport>> {
+    Ok(match v {
+        "auto" => Choice::Auto,
+        "ringbuf" => Choice::Forced(Transport::RingBuffer),
+        "perfbuf" => Choice::Forced(Transport::PerfBuffer),
+        other => bail!("invalid --events `{other}`: use auto, ringbuf or perfbuf"),
+    })
+}
+
+fn read_helper(v: &str) -> Result<Choice<UserRead>> {
+    Ok(match v {
+        "auto" => Choice::Auto,
+        "user" => Choice::Forced(UserRead::ProbeReadUser),
+        "legacy" => Choice::Forced(UserRead::ProbeRead),
+        other => bail!("invalid --read-helper `{other}`: use auto, user or legacy"),
+    })
+}
+
 /// A BPF map size: at least 16 entries, at most 2^26.
 fn table_size(v: OsString, what: &str) -> Result<u32> {
     let n: u32 = number(v, what)?;
@@ -170,8 +189,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         max_stacks: 4096,
         max_rules: 8192,
         verify_unwind: false,
-        events: Choice::Auto,
-        read_helper: Choice::Auto,
+        // The environment sets the defaults (the tests run the whole suite
+        // once more with the fallbacks forced this way).
+        events: match std::env::var("MEMLEAK_EVENTS") {
+            Ok(v) => events(&v).context("MEMLEAK_EVENTS")?,
+            Err(_) => Choice::Auto,
+        },
+        read_helper: match std::env::var("MEMLEAK_READ_HELPER") {
+            Ok(v) => read_helper(&v).context("MEMLEAK_READ_HELPER")?,
+            Err(_) => Choice::Auto,
+        },
         verbose: 0,
     };
     while let Some(arg) = p.next()? {
@@ -252,22 +279,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Long("max-stacks") => o.max_stacks = table_size(p.value()?, "--max-stacks")?,
             Long("max-rules") => o.max_rules = table_size(p.value()?, "--max-rules")?,
             Long("verify-unwind") => o.verify_unwind = true,
-            Long("events") => {
-                o.events = match p.value()?.to_string_lossy().as_ref() {
-                    "auto" => Choice::Auto,
-                    "ringbuf" => Choice::Forced(Transport::RingBuffer),
-                    "perfbuf" => Choice::Forced(Transport::PerfBuffer),
-                    other => bail!("invalid --events `{other}`: use auto, ringbuf or perfbuf"),
-                }
-            }
-            Long("read-helper") => {
-                o.read_helper = match p.value()?.to_string_lossy().as_ref() {
-                    "auto" => Choice::Auto,
-                    "user" => Choice::Forced(UserRead::ProbeReadUser),
-                    "legacy" => Choice::Forced(UserRead::ProbeRead),
-                    other => bail!("invalid --read-helper `{other}`: use auto, user or legacy"),
-                }
-            }
+            Long("events") => o.events = events(&p.value()?.to_string_lossy())?,
+            Long("read-helper") => o.read_helper = read_helper(&p.value()?.to_string_lossy())?,
             Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
             Value(v) => {
                 if positional.len() >= 2 {

@@ -92,6 +92,7 @@ fn group<'a>(
     category: &'static str,
     now: u64,
     older_ns: u64,
+    list_allocs: bool,
 ) -> Vec<StackReport<'a>> {
     let mut by_stack: HashMap<u32, StackReport<'a>> = HashMap::new();
     for (addr, a) in allocs {
@@ -114,7 +115,9 @@ fn group<'a>(
         r.bytes += a.size;
         r.allocations += 1;
         r.oldest_ns = r.oldest_ns.max(age);
-        r.allocs.push((addr, a.size, age));
+        if list_allocs {
+            r.allocs.push((addr, a.size, age));
+        }
     }
     let mut v: Vec<StackReport<'a>> = by_stack.into_values().collect();
     v.sort_by(|a, b| {
@@ -179,17 +182,19 @@ pub fn render(
     let older_ns = opts.older_ms.saturating_mul(1_000_000);
     let heap = group(
         tracker,
-        tracker.outstanding.iter().map(|(&a, r)| (a, r)),
+        tracker.outstanding.iter().map(|(a, r)| (*a, r)),
         "heap",
         now,
         older_ns,
+        opts.show_allocs,
     );
     let mmap = group(
         tracker,
-        tracker.mmaps.iter().map(|(&a, r)| (a, r)),
+        tracker.mmaps.iter().map(|(a, r)| (*a, r)),
         "mmap",
         now,
         older_ns,
+        opts.show_allocs,
     );
     let total_bytes: u64 = heap.iter().map(|s| s.bytes).sum();
     let total_allocs: u64 = heap.iter().map(|s| s.allocations).sum();

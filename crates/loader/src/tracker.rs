@@ -6,7 +6,7 @@
 //! books a report renders.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use log::{debug, warn};
@@ -89,8 +89,8 @@ pub struct Tracker {
     big_endian: bool,
     unknown_pcs: HashSet<u64>,
     process_gone: bool,
-    pub outstanding: HashMap<u64, Alloc>,
-    pub mmaps: BTreeMap<u64, Alloc>,
+    pub outstanding: Vec<(u64, Alloc)>,
+    pub mmaps: Vec<(u64, Alloc)>,
     pub stacks: Vec<StackInfo>,
     by_id: HashMap<u64, u32>,
     /// Miss id -> stack index, and the snapshot generation it was seen in.
@@ -143,8 +143,8 @@ impl Tracker {
             big_endian,
             unknown_pcs: HashSet::new(),
             process_gone: false,
-            outstanding: HashMap::new(),
-            mmaps: BTreeMap::new(),
+            outstanding: Vec::new(),
+            mmaps: Vec::new(),
             stacks: Vec::new(),
             by_id: HashMap::new(),
             misses: HashMap::new(),
@@ -474,6 +474,7 @@ impl Tracker {
             .collect();
         self.outstanding.clear();
         self.mmaps.clear();
+        self.outstanding.shrink_to(heap.len());
         self.counts.unresolved = 0;
         self.counts.truncated_stacks = 0;
         self.counts.unwind_stopped = 0;
@@ -499,9 +500,9 @@ impl Tracker {
                 }
                 let a = Alloc { size, stack, ts_ns };
                 match cat {
-                    Category::Heap => self.outstanding.insert(addr, a),
-                    Category::Mmap => self.mmaps.insert(addr, a),
-                };
+                    Category::Heap => self.outstanding.push((addr, a)),
+                    Category::Mmap => self.mmaps.push((addr, a)),
+                }
             }
         }
         // Misses no block names need not be remembered once they are older

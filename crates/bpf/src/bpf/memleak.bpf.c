@@ -200,7 +200,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* the loader sets --max-stacks */
 	__type(key, __u64);
-	__uint(value_size, KSTACK_SHORT_BYTES);
+	__type(value, struct kstack_short);
 } stacks SEC(".maps");
 
 struct {

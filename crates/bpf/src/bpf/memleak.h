@@ -150,6 +150,13 @@ struct kstack {
 	unsigned long long pcs[KSTACK_MAX];
 };
 
+/* The values of `stacks`: the head of struct kstack. */
+struct kstack_short {
+	unsigned int nr;
+	unsigned int end;
+	unsigned long long pcs[KSTACK_SHORT];
+};
+
 /* Keys of `allocs` and `mmaps`. */
 struct alloc_key {
 	unsigned long long addr;
@@ -223,7 +230,7 @@ _Static_assert(sizeof(struct alloc_info) == 24, "struct alloc_info");
 _Static_assert(sizeof(struct rule_key) == 16, "struct rule_key");
 _Static_assert(sizeof(struct unwind_rule) == 16, "struct unwind_rule");
 _Static_assert(sizeof(struct kstack) == 8 + 8 * KSTACK_MAX, "struct kstack");
-_Static_assert(KSTACK_SHORT_BYTES == 8 + 8 * KSTACK_SHORT, "short stacks");
+_Static_assert(sizeof(struct kstack_short) == KSTACK_SHORT_BYTES, "struct kstack_short");
 _Static_assert(sizeof(struct stack_event) == 72 + sizeof(struct kstack), "struct stack_event");
 _Static_assert(sizeof(struct munmap_event) == 40, "struct munmap_event");
 _Static_assert(sizeof(struct trace_event) == 48, "struct trace_event");
