@@ -1,22 +1,33 @@
 /*
  * malloc_bench: a deterministic malloc/free loop for measuring allocator tracers.
  *
- * Usage: malloc_bench [--wait] [--go-file PATH] [PAIRS]
+ * Usage: malloc_bench [--wait] [--go-file PATH] [--keep N] [PAIRS]
  *
  *   PAIRS        number of malloc/free pairs (default 200000)
- *   --wait       print "pid=N" to stderr, then wait for SIGUSR1 (or for the
- *                --go-file to exist) before starting the loop, so that a tool
- *                can attach to this PID first
- *   --go-file P  with --wait: also start when file P appears
+ *   --wait       print "pid=N waiting" to stderr, then wait for SIGUSR1 (or for
+ *                the --go-file to exist) before starting, so that a tool can
+ *                attach to this PID first
+ *   --go-file P  with --wait: also start when file P appears (the program
+ *                removes P each time a wait ends, so P can be used again)
+ *   --keep N     before the loop, allocate N blocks of KEEP_SIZE bytes from
+ *                one call site (keep_blocks) and keep them live to the end:
+ *                they are never freed (the process exits with them), so a
+ *                leak detector must report exactly N blocks from that site.
+ *                With --wait, the program then prints "kept=N waiting" and
+ *                waits a second time (a second SIGUSR1, or P again) before
+ *                the loop, so that the tool's figures for the loop can be
+ *                taken apart from those of the N allocations.
  *
  * The loop keeps a window of live blocks: each iteration frees the block in a
  * pseudo-randomly chosen slot (if any) and allocates a new one of a mixed size.
- * Every block allocated is freed exactly once, so the program makes exactly
- * PAIRS calls to malloc and PAIRS calls to free (plus whatever libc does on its
- * own outside the loop) and leaks nothing.
+ * Every block the loop allocates is freed exactly once, so the loop makes
+ * exactly PAIRS calls to malloc and PAIRS calls to free (plus whatever libc
+ * does on its own outside the loop) and leaks nothing; --keep adds N calls to
+ * malloc before the loop, which leave the loop's generator alone (the loop's
+ * calls are the same with or without --keep).
  *
  * Only the loop is timed (CLOCK_MONOTONIC). The result goes to stderr:
- *   loop_seconds=1.234567 pairs=200000 checksum=...
+ *   loop_seconds=1.234567 pairs=200000 checksum=... kept=N
  * Nothing is written to stdout, and no stdio is used.
  */
 #define _GNU_SOURCE
@@ -30,15 +41,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WINDOW 256 /* live blocks at most; a power of two */
+#define WINDOW 256   /* live blocks at most; a power of two */
+#define KEEP_SIZE 32 /* bytes per --keep block */
 
-static volatile sig_atomic_t go;
+static volatile sig_atomic_t go; /* SIGUSR1s received */
 static void *slots[WINDOW];
 
 static void on_usr1(int sig)
 {
 	(void)sig;
-	go = 1;
+	go++;
 }
 
 /* Numerical Recipes LCG; we use the high bits. */
@@ -80,15 +92,45 @@ static void put(const char *s)
 	}
 }
 
+/* Waits for the n-th SIGUSR1 since the start, or for go_file to exist
+ * (then removes it). */
+static void wait_go(int n, const char *go_file)
+{
+	const struct timespec tick = { 0, 10 * 1000 * 1000 }; /* 10 ms */
+	while (go < n) {
+		struct stat st;
+		if (go_file && stat(go_file, &st) == 0)
+			break;
+		nanosleep(&tick, NULL); /* returns early on SIGUSR1 */
+	}
+	if (go_file)
+		unlink(go_file);
+}
+
+/* The --keep blocks: one call site, so one stack in a tool's report. */
+static __attribute__((noinline)) int keep_blocks(void **keep, long n)
+{
+	for (long i = 0; i < n; i++) {
+		unsigned char *p = malloc(KEEP_SIZE);
+		if (!p)
+			return -1;
+		p[0] = (unsigned char)i;
+		keep[i] = p;
+	}
+	return 0;
+}
+
 static void usage(void)
 {
-	put("usage: malloc_bench [--wait] [--go-file PATH] [PAIRS]\n");
+	put("usage: malloc_bench [--wait] [--go-file PATH] [--keep N] [PAIRS]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	long pairs = 200000;
+	long keep_n = 0;
+	void **keep = NULL;
 	int wait_mode = 0;
 	const char *go_file = NULL;
 	char buf[256];
@@ -100,6 +142,13 @@ int main(int argc, char **argv)
 			if (++i >= argc)
 				usage();
 			go_file = argv[i];
+		} else if (strcmp(argv[i], "--keep") == 0) {
+			char *end;
+			if (++i >= argc)
+				usage();
+			keep_n = strtol(argv[i], &end, 10);
+			if (*end != '\0' || keep_n < 0 || keep_n > 100000000)
+				usage();
 		} else if (argv[i][0] == '-') {
 			usage();
 		} else {
@@ -107,6 +156,16 @@ int main(int argc, char **argv)
 			pairs = strtol(argv[i], &end, 10);
 			if (*end != '\0' || pairs <= 0)
 				usage();
+		}
+	}
+
+	if (keep_n > 0) {
+		/* The array of pointers is allocated before any tool is attached
+		 * (and is large enough to be an mmap): only the blocks count. */
+		keep = calloc((size_t)keep_n, sizeof(*keep));
+		if (!keep) {
+			put("malloc_bench: out of memory\n");
+			return 1;
 		}
 	}
 
@@ -121,12 +180,18 @@ int main(int argc, char **argv)
 		}
 		snprintf(buf, sizeof(buf), "pid=%ld waiting\n", (long)getpid());
 		put(buf);
-		const struct timespec tick = { 0, 10 * 1000 * 1000 }; /* 10 ms */
-		while (!go) {
-			struct stat st;
-			if (go_file && stat(go_file, &st) == 0)
-				break;
-			nanosleep(&tick, NULL); /* returns early on SIGUSR1 */
+		wait_go(1, go_file);
+	}
+
+	if (keep_n > 0) {
+		if (keep_blocks(keep, keep_n) != 0) {
+			put("malloc_bench: out of memory\n");
+			return 1;
+		}
+		if (wait_mode) {
+			snprintf(buf, sizeof(buf), "kept=%ld waiting\n", keep_n);
+			put(buf);
+			wait_go(2, go_file);
 		}
 	}
 
@@ -161,8 +226,9 @@ int main(int argc, char **argv)
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	snprintf(buf, sizeof(buf), "loop_seconds=%.6f pairs=%ld checksum=%llu\n", secs, pairs,
-		 (unsigned long long)checksum);
+	snprintf(buf, sizeof(buf), "loop_seconds=%.6f pairs=%ld checksum=%llu kept=%ld\n", secs,
+		 pairs, (unsigned long long)checksum, keep_n);
 	put(buf);
+	/* The --keep blocks are not freed: they go with the process. */
 	return 0;
 }

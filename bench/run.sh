@@ -7,6 +7,9 @@
 #
 # Environment:
 #   PAIRS                  malloc/free pairs per run (default 200000; argv[1] wins)
+#   KEEP                   blocks the program allocates before the loop and never
+#                          frees, so that every tool holds that many outstanding
+#                          blocks while it is measured (default 100000; 0: none)
 #   TOOLS                  runs to do, in order (default "alone memleak libbpf-tools bpftrace")
 #   MEMLEAK                memleak binary (default: target/release/memleak in the repo,
 #                          else $CARGO_TARGET_DIR/release/memleak,
@@ -29,6 +32,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 
 PAIRS=${1:-${PAIRS:-200000}}
+KEEP=${KEEP:-100000}
 TOOLS=${TOOLS:-"alone memleak libbpf-tools bpftrace"}
 ALONE_RUNS=${ALONE_RUNS:-3}
 ATTACH_TIMEOUT=${ATTACH_TIMEOUT:-60}
@@ -45,6 +49,10 @@ MEMLEAK_ARGS=${MEMLEAK_ARGS:-}
 
 if ! [[ $PAIRS =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: PAIRS must be a positive integer, got '$PAIRS'" >&2
+    exit 2
+fi
+if ! [[ $KEEP =~ ^(0|[1-9][0-9]*)$ ]]; then
+    echo "run.sh: KEEP must be a non-negative integer, got '$KEEP'" >&2
     exit 2
 fi
 
@@ -74,6 +82,21 @@ sample_hwm() {
     while read -r k v _u; do
         if [[ $k == VmHWM: ]]; then TOOL_HWM=$v; return 0; fi
     done < "/proc/$1/status" 2>/dev/null || true
+}
+
+# sample_cpu PID VAR: sets VAR to the CPU time (user + sys, all threads, in
+# clock ticks) PID has used so far, from /proc/PID/stat; empty if it is gone
+# (builtins only; no subshell)
+sample_cpu() {
+    local line f
+    printf -v "$2" '%s' ""
+    [[ -n $1 && -r /proc/$1/stat ]] || return 0
+    read -r line < "/proc/$1/stat" 2>/dev/null || return 0
+    line=${line##*) }
+    read -r -a f <<<"$line"
+    # fields 14 (utime) and 15 (stime) of proc(5); f[0] is field 3 (state)
+    [[ ${f[11]:-} =~ ^[0-9]+$ && ${f[12]:-} =~ ^[0-9]+$ ]] || return 0
+    printf -v "$2" '%s' "$((f[11] + f[12]))"
 }
 
 # kill_tree PID: SIGKILL to PID and all its descendants (processes this
@@ -112,6 +135,7 @@ need bpftool bpftool
 [[ -x /usr/bin/time ]] || apt_install time || true
 HAVE_TIME=0
 [[ -x /usr/bin/time ]] && HAVE_TIME=1
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # Background jobs of a non-interactive shell start with SIGINT ignored; the
 # tools are stopped with SIGINT, so give them the default disposition back.
 SIGDEF=()
@@ -152,7 +176,7 @@ mkdir -p "$PIN_DIR" 2>/dev/null || true
 # --- build ---------------------------------------------------------------
 BIN=$OUT/malloc_bench
 gcc -O2 -fomit-frame-pointer -g -Wall -o "$BIN" "$HERE/malloc_bench.c"
-say "built $BIN ($PAIRS pairs per run; logs in $OUT)"
+say "built $BIN ($PAIRS pairs per run, $KEEP blocks kept live; logs in $OUT)"
 
 # --- tools ---------------------------------------------------------------
 find_memleak() {
@@ -221,7 +245,7 @@ start_bench() {
     BENCH_ERR=$OUT/$1.bench.err
     GO_FILE=$OUT/$1.go
     rm -f "$GO_FILE" "$BENCH_ERR"
-    "$BIN" --wait --go-file "$GO_FILE" "$PAIRS" 2>"$BENCH_ERR" &
+    "$BIN" --wait --go-file "$GO_FILE" --keep "$KEEP" "$PAIRS" 2>"$BENCH_ERR" &
     BENCH_PID=$!
     STARTED_PIDS+=("$BENCH_PID")
     local i first
@@ -240,6 +264,24 @@ start_bench() {
 go_bench() {
     : >"$GO_FILE"
     kill -USR1 "$BENCH_PID" 2>/dev/null || true
+}
+
+# wait_kept: after the first go_bench, with KEEP > 0, waits until the program
+# has allocated its KEEP blocks and waits for the second go_bench (which
+# starts the loop). Polls the program's stderr with builtins; the loop has
+# not started yet.
+wait_kept() {
+    local line t limit=$((BENCH_TIMEOUT * 20))
+    ((KEEP > 0)) || return 0
+    for ((t = 0; t < limit; t++)); do
+        while read -r line; do
+            [[ $line == kept=* ]] && return 0
+        done <"$BENCH_ERR"
+        alive "$BENCH_PID" || { warn "malloc_bench exited before the loop: $(cat "$BENCH_ERR")"; return 1; }
+        snooze 0.05
+    done
+    warn "malloc_bench did not allocate its $KEEP blocks within ${BENCH_TIMEOUT}s"
+    return 1
 }
 
 # wait_bench: waits for the program; sets BENCH_RC. A plain `wait` (no
@@ -296,11 +338,30 @@ foreign_ids() {
         sort -u || true
 }
 
+# owned_ids PID: programs that PID or its descendants hold a file descriptor
+# of (a program fd or a BPF link fd: `prog_id:` in /proc/PID/fdinfo)
+owned_ids() {
+    local p
+    for p in $(descendants "$1"); do
+        cat "/proc/$p/fdinfo/"* 2>/dev/null | sed -n 's/^prog_id:[[:space:]]*\([0-9][0-9]*\)$/\1/p'
+    done | sort -u
+}
+
 # new_ids BEFORE PID: ids of the programs loaded since BEFORE, less those
-# that another process has attached
+# that another process has attached; only those PID holds when it can be
+# told (another tracer on the machine may load programs at the same time)
 new_ids() {
-    comm -23 <(comm -13 <(printf '%s\n' "$1" | sort) <(prog_ids | sort)) <(foreign_ids "$2" | sort) |
-        sed '/^$/d' | sort -n
+    local ids owned
+    ids=$(comm -23 <(comm -13 <(printf '%s\n' "$1" | sort) <(prog_ids | sort)) <(foreign_ids "$2" | sort) |
+        sed '/^$/d')
+    owned=$(owned_ids "$2")
+    if [[ -n $ids && -n $owned ]]; then
+        owned=$(comm -12 <(printf '%s\n' "$ids" | sort) <(printf '%s\n' "$owned") | sed '/^$/d')
+        # none in common: the tool holds no fd of its programs (links only
+        # through perf events); keep them all
+        [[ -n $owned ]] && ids=$owned
+    fi
+    printf '%s\n' "$ids" | sed '/^$/d' | sort -n
 }
 
 # wait_attached BEFORE_IDS: waits until the tool's programs are loaded and its
@@ -400,10 +461,35 @@ stop_tool() {
 }
 
 # --- results -------------------------------------------------------------
-declare -A R_SECS R_RATIO R_NS R_PERPAIR R_WALL R_LOST R_RSS R_NOTE
+# Per run: R_SECS loop seconds, R_RATIO slowdown, R_NS BPF ns per call,
+# R_PERPAIR BPF calls per pair, R_NSPAIR BPF ns per pair, R_WALL added wall
+# time per call, R_LOST lost events, R_CPU tool CPU seconds (time -v),
+# R_CPUPAIR its us per pair, R_CPU100K its ms per 100k allocations,
+# R_CPU0 / R_CPUL / R_CPUX its CPU seconds up to the loop (start-up and
+# KEEP blocks), during the loop and after it (exit, final report),
+# R_LOOPCPU tool CPU us per pair during the loop only, R_RSS peak RSS MiB,
+# R_HWML peak RSS MiB when the loop ended (before the final report),
+# R_MAPS MiB of the BPF maps its programs use, R_MEM RSS + maps MiB.
+declare -A R_SECS R_RATIO R_NS R_PERPAIR R_NSPAIR R_WALL R_LOST R_CPU R_CPUPAIR R_CPU100K \
+    R_CPU0 R_CPUL R_CPUX R_LOOPCPU R_RSS R_HWML R_MAPS R_MEM R_NOTE
+# memleak's final report: rule cache and ring buffer
+M_KSTACKS="" M_MISSES="" M_RULE_HITS="" M_RING="" M_ALLOCS="" M_HITRATE="" M_RINGPER=""
+M_OUTSTANDING="" M_RULES_CACHED="" M_WARM_HITRATE="" M_WARM_ALLOCS="" M_WARM_MISSES=""
+M_MAPS_JSON="[]"
 ALONE_SECS=""
+# Reasons for a non-zero exit (memleak did not attach, lost events, ...)
+FAILURES=()
 
 fmt_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }'; }
+is_num() { [[ $1 =~ ^-?[0-9]+([.][0-9]+)?$ ]]; }
+
+clear_results() {
+    local n=$1
+    R_SECS[$n]=-; R_RATIO[$n]=-; R_NS[$n]=-; R_PERPAIR[$n]=-; R_NSPAIR[$n]=-; R_WALL[$n]=-
+    R_LOST[$n]=-; R_CPU[$n]=-; R_CPUPAIR[$n]=-; R_CPU100K[$n]=-; R_CPU0[$n]=-; R_CPUL[$n]=-
+    R_CPUX[$n]=-; R_LOOPCPU[$n]=-; R_RSS[$n]=-; R_HWML[$n]=-; R_MAPS[$n]=-; R_MEM[$n]=-
+    R_NOTE[$n]=""
+}
 
 run_alone() {
     local i s best=""
@@ -413,6 +499,10 @@ run_alone() {
         start_bench "alone-$i" || return 1
         go_bench
         TOOL_PID=""
+        if ((KEEP > 0)); then
+            wait_kept || return 1
+            go_bench
+        fi
         wait_bench
         s=$(loop_seconds "$BENCH_ERR")
         if [[ $BENCH_RC -ne 0 || -z $s ]]; then
@@ -423,15 +513,22 @@ run_alone() {
         if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; fi
     done
     ALONE_SECS=$best
+    clear_results alone
     R_SECS[alone]=$best
     R_RATIO[alone]=1.0x
-    R_NS[alone]=-
-    R_PERPAIR[alone]=-
-    R_WALL[alone]=-
-    R_LOST[alone]=-
-    R_RSS[alone]=-
-    R_NOTE[alone]=""
     say "   loop seconds: $best"
+}
+
+# tool_maps PROGS.json MAPS.json IDS...: one line per BPF map that the
+# programs IDS use: id type name max_entries bytes_memlock
+tool_maps() {
+    local progs=$1 maps=$2; shift 2
+    local ids
+    ids=$(printf '%s\n' "$@" | jq -sc 'map(tonumber)')
+    jq -r -n --slurpfile p "$progs" --slurpfile m "$maps" --argjson ids "$ids" '
+        ([$p[0][] | select(.id as $i | $ids | index($i)) | (.map_ids // [])[]] | unique) as $mids
+        | $m[0][] | select(.id as $i | $mids | index($i))
+        | [.id, .type, (.name // "?"), (.max_entries // 0), (.bytes_memlock // 0)] | @tsv'
 }
 
 run_tool() {
@@ -439,8 +536,7 @@ run_tool() {
     TOOL_NAME=$name
     say ""
     say "== $name"
-    R_SECS[$name]=-; R_RATIO[$name]=-; R_NS[$name]=-; R_PERPAIR[$name]=-; R_WALL[$name]=-
-    R_LOST[$name]=-; R_RSS[$name]=-; R_NOTE[$name]=""
+    clear_results "$name"
     if ! why=$(tool_check "$name"); then
         say "   skipped: $why"
         R_NOTE[$name]="skipped"
@@ -450,7 +546,8 @@ run_tool() {
     local tag=$name
     local tout=$OUT/$tag.out terr=$OUT/$tag.err trss=$OUT/$tag.time
     local base=$OUT/$tag.progs-before.json final=$OUT/$tag.progs-after.json
-    rm -f "$tout" "$terr" "$trss"
+    local maps=$OUT/$tag.maps.json
+    rm -f "$tout" "$terr" "$trss" "$maps"
 
     start_bench "$tag" || { R_NOTE[$name]="program did not start"; return 1; }
     tool_cmd "$name" "$BENCH_PID"
@@ -500,12 +597,35 @@ run_tool() {
         return 1
     fi
     pin_progs
+    local cpu_attach cpu_loop0 cpu_loop1
+    sample_cpu "$TOOL_PID" cpu_attach
     say "   attached: ${#NEW_IDS[@]} BPF programs (ids ${NEW_IDS[*]}), $(attachments "$TOOL_PID" "${NEW_IDS[@]}") attachments"
 
-    # Baseline statistics, then go; nothing is forked until the program exits.
+    # With KEEP > 0 the first go makes the program allocate its KEEP blocks
+    # (traced, outside the loop's figures); the loop waits for a second go.
+    if ((KEEP > 0)); then
+        go_bench
+        if ! wait_kept; then
+            stop_tool 0
+            kill -KILL "$BENCH_PID" 2>/dev/null || true
+            wait "$BENCH_PID" 2>/dev/null || true
+            unpin_progs
+            R_NOTE[$name]="program failed"
+            return 1
+        fi
+    fi
+    # Baseline statistics, CPU time and maps (attached, KEEP blocks
+    # outstanding), then go; nothing is forked until the program exits.
+    sample_cpu "$TOOL_PID" cpu_loop0
     bpftool prog show --json >"$base"
+    bpftool map show --json >"$maps" 2>/dev/null || echo '[]' >"$maps"
     go_bench
     wait_bench
+    sample_cpu "$TOOL_PID" cpu_loop1
+    local hwm_loop=""
+    TOOL_HWM=""
+    sample_hwm "$TOOL_PID"
+    hwm_loop=$TOOL_HWM
     # Final statistics right after the program has exited: the pid-filtered
     # tools' programs cannot run any more, and a system-wide tool (bpftrace)
     # has not yet traced its own shutdown. The programs are pinned, so this
@@ -547,7 +667,8 @@ run_tool() {
     if ((tot_cnt > 0)); then
         R_NS[$name]=$(awk -v a="$tot_ns" -v b="$tot_cnt" 'BEGIN { printf "%.0f", a / b }')
         R_PERPAIR[$name]=$(awk -v a="$tot_cnt" -v b="$PAIRS" 'BEGIN { printf "%.2f", a / b }')
-        say "   all programs: $tot_cnt calls, ${R_NS[$name]} ns/call, ${R_PERPAIR[$name]} calls per malloc/free pair"
+        R_NSPAIR[$name]=$(awk -v a="$tot_ns" -v b="$PAIRS" 'BEGIN { printf "%.0f", a / b }')
+        say "   all programs: $tot_cnt calls, $tot_ns ns: ${R_NS[$name]} ns/call, ${R_PERPAIR[$name]} calls and ${R_NSPAIR[$name]} ns per malloc/free pair"
         if [[ -n $ALONE_SECS ]]; then
             R_WALL[$name]=$(awk -v t="$s" -v a="$ALONE_SECS" -v n="$tot_cnt" 'BEGIN { printf "%.1f", (t - a) * 1e6 / n }')
             say "   added wall time per BPF call (trap + BPF run): ${R_WALL[$name]} us"
@@ -561,19 +682,71 @@ run_tool() {
         R_NOTE[$name]="no BPF calls"
     fi
 
-    # Lost events.
+    # Lost events; memleak's rule cache and ring buffer.
     case $name in
         memleak)
-            local lost
-            lost=$(grep '"final"' "$tout" 2>/dev/null | jq -r 'select(.final == true) | .lost_events // empty' 2>/dev/null | tail -n1 || true)
+            local rep lost
+            rep=$(grep '"final"' "$tout" 2>/dev/null | jq -c 'select(.final == true)' 2>/dev/null | tail -n1 || true)
+            lost=""
+            [[ -n $rep ]] && lost=$(jq -r '.lost_events // empty' <<<"$rep")
             if [[ -z $lost ]]; then
                 lost=$(grep '"final": *true' "$tout" 2>/dev/null | sed -n 's/.*"lost_events": *\([0-9]*\).*/\1/p' | tail -n1 || true)
             fi
             if [[ -n $lost ]]; then
                 R_LOST[$name]=$lost
+                if ((lost > 0)); then
+                    FAILURES+=("memleak lost $lost events")
+                    say "   losses: $(jq -r '.losses // {} | to_entries | map(select(.value > 0)) | map("\(.key) \(.value)") | join(", ")' <<<"$rep" 2>/dev/null || true)"
+                fi
             else
                 R_LOST[$name]="no final report"
                 warn "memleak: no JSON line with \"final\": true in $tout"
+                FAILURES+=("memleak printed no final report")
+            fi
+            if [[ -n $rep ]]; then
+                local f
+                f=$(jq -r '[.losses.kernel_stacks, .losses.rule_misses, .losses.rule_hits,
+                            .losses.ringbuf_bytes, .losses.rules_cached, .outstanding_allocations]
+                           | map(. // "") | @tsv' <<<"$rep")
+                IFS=$'\t' read -r M_KSTACKS M_MISSES M_RULE_HITS M_RING M_RULES_CACHED M_OUTSTANDING <<<"$f"
+                if is_num "$M_KSTACKS" && is_num "$M_MISSES" && ((M_KSTACKS + M_MISSES > 0)); then
+                    M_ALLOCS=$((M_KSTACKS + M_MISSES))
+                    M_HITRATE=$(awk -v k="$M_KSTACKS" -v a="$M_ALLOCS" 'BEGIN { printf "%.3f", 100 * k / a }')
+                    say "   rule cache: $M_KSTACKS stacks walked in the kernel, $M_MISSES misses sent to user space: hit rate $M_HITRATE% ($M_RULE_HITS frames stepped with a cached rule, $M_RULES_CACHED rules cached)"
+                    # After warm-up: from memleak's first periodic report
+                    # (every 5 s by default) that had seen allocations, to
+                    # its final report.
+                    local w
+                    w=$(grep '"final"' "$tout" 2>/dev/null | jq -s -r '
+                        (map(select(.final == false and (.losses.kernel_stacks + .losses.rule_misses) > 0)) | first) as $a | (map(select(.final == true)) | last) as $b
+                        | if $a == null or $b == null then empty else
+                          [($b.losses.kernel_stacks - $a.losses.kernel_stacks), ($b.losses.rule_misses - $a.losses.rule_misses)]
+                          | @tsv end' 2>/dev/null || true)
+                    if [[ -n $w ]]; then
+                        local wk wm
+                        IFS=$'\t' read -r wk wm <<<"$w"
+                        if is_num "$wk" && is_num "$wm" && ((wk + wm > 0)); then
+                            M_WARM_ALLOCS=$((wk + wm)) M_WARM_MISSES=$wm
+                            M_WARM_HITRATE=$(awk -v k="$wk" -v a="$M_WARM_ALLOCS" 'BEGIN { printf "%.3f", 100 * k / a }')
+                            say "   after warm-up (from its first periodic report with allocations to the final one): $M_WARM_ALLOCS allocations, $wm misses: hit rate $M_WARM_HITRATE%"
+                        fi
+                    else
+                        say "   after warm-up: n/a (no periodic report with allocations before the final one)"
+                    fi
+                    if is_num "$M_RING"; then
+                        M_RINGPER=$(awk -v b="$M_RING" -v a="$M_ALLOCS" 'BEGIN { printf "%.2f", b / a }')
+                        say "   ring buffer: $M_RING bytes reserved for $M_ALLOCS allocations: $M_RINGPER bytes per allocation"
+                    fi
+                else
+                    warn "memleak: no kernel_stacks/rule_misses in its final report"
+                fi
+                if ((KEEP > 0)) && is_num "$M_OUTSTANDING"; then
+                    say "   outstanding allocations in the final report: $M_OUTSTANDING (the program kept $KEEP)"
+                    if ((M_OUTSTANDING < KEEP)); then
+                        warn "memleak reported $M_OUTSTANDING outstanding allocations, fewer than the $KEEP kept"
+                        R_NOTE[$name]+="${R_NOTE[$name]:+; }kept blocks missing"
+                    fi
+                fi
             fi
             ;;
         bpftrace)
@@ -587,6 +760,41 @@ run_tool() {
     esac
     say "   events lost: ${R_LOST[$name]}"
 
+    # CPU time of the tool (user + sys): /usr/bin/time -v for the whole run,
+    # /proc/PID/stat samples for the phases.
+    local cpu="" u sy
+    if [[ -s $trss ]]; then
+        u=$(sed -n 's/.*User time (seconds): *\([0-9.]*\).*/\1/p' "$trss")
+        sy=$(sed -n 's/.*System time (seconds): *\([0-9.]*\).*/\1/p' "$trss")
+        if [[ -n $u && -n $sy ]]; then cpu=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", u + s }'); fi
+    fi
+    local phases
+    phases=$(awk -v tck="$CLK_TCK" -v a="$cpu_attach" -v l0="$cpu_loop0" -v l1="$cpu_loop1" -v tot="$cpu" '
+        BEGIN {
+            printf "start-up to attached %s", a == "" ? "?" : sprintf("%.2f s", a / tck)
+            if (a != "" && l0 != "") printf ", keep phase %.2f s", (l0 - a) / tck
+            if (l0 != "" && l1 != "") printf ", loop %.2f s", (l1 - l0) / tck
+            if (l1 != "" && tot != "") printf ", after the loop (exit, final report) %.2f s", tot - l1 / tck
+        }')
+    if [[ -n $cpu_loop0 ]]; then R_CPU0[$name]=$(awk -v a="$cpu_loop0" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", a / t }'); fi
+    if [[ -n $cpu_loop0 && -n $cpu_loop1 ]]; then
+        R_CPUL[$name]=$(awk -v a="$cpu_loop0" -v b="$cpu_loop1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')
+    fi
+    if [[ -n $cpu_loop1 && -n $cpu ]]; then
+        R_CPUX[$name]=$(awk -v b="$cpu_loop1" -v c="$cpu" -v t="$CLK_TCK" 'BEGIN { x = c - b / t; printf "%.2f", x < 0 ? 0 : x }')
+    fi
+    if [[ -n $cpu ]]; then
+        R_CPU[$name]=$cpu
+        R_CPUPAIR[$name]=$(awk -v c="$cpu" -v p="$PAIRS" 'BEGIN { printf "%.2f", c * 1e6 / p }')
+        R_CPU100K[$name]=$(awk -v c="$cpu" -v n="$((PAIRS + KEEP))" 'BEGIN { printf "%.1f", c * 1e3 * 1e5 / n }')
+        say "   CPU time of the tool (user $u s + sys $sy s): $cpu s: ${R_CPUPAIR[$name]} us per pair, ${R_CPU100K[$name]} ms per 100k allocations"
+    fi
+    if [[ -n $cpu_loop0 && -n $cpu_loop1 ]]; then
+        R_LOOPCPU[$name]=$(awk -v a="$cpu_loop0" -v b="$cpu_loop1" -v t="$CLK_TCK" -v p="$PAIRS" \
+            'BEGIN { printf "%.2f", (b - a) / t * 1e6 / p }')
+    fi
+    say "   CPU by phase (/proc/PID/stat, ${CLK_TCK} ticks/s): $phases"
+
     # Peak RSS.
     local rss=""
     if [[ -s $trss ]]; then
@@ -597,6 +805,43 @@ run_tool() {
         R_RSS[$name]=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
         say "   peak RSS of the tool: ${R_RSS[$name]} MiB"
     fi
+    if [[ -n $hwm_loop ]]; then
+        R_HWML[$name]=$(awk -v k="$hwm_loop" 'BEGIN { printf "%.1f", k / 1024 }')
+        say "   peak RSS when the loop ended (before the tool's final report): ${R_HWML[$name]} MiB"
+    fi
+
+    # Memory of the BPF maps the tool's programs use (bytes_memlock, taken
+    # while attached with the KEEP blocks outstanding).
+    local mlines mtot=0 mid mtype mname ment mbytes
+    mlines=$(tool_maps "$base" "$maps" "${NEW_IDS[@]}" 2>/dev/null || true)
+    if [[ -z $mlines ]] && jq -e 'length > 0' "$maps" >/dev/null 2>&1; then
+        say "   BPF maps: its programs use none"
+        R_MAPS[$name]=0.0
+        [[ -n $rss ]] && R_MEM[$name]=${R_RSS[$name]}
+    elif [[ -n $mlines ]]; then
+        say "   BPF maps used by its programs (bytes_memlock; attached, $KEEP blocks kept):"
+        printf '   %-8s %-16s %-20s %12s %12s\n' id type name max_entries KiB
+        local mjson="[]"
+        while IFS=$'\t' read -r mid mtype mname ment mbytes; do
+            [[ -z $mid ]] && continue
+            mtot=$((mtot + mbytes))
+            printf '   %-8s %-16s %-20s %12s %12.1f\n' "$mid" "$mtype" "$mname" "$ment" \
+                "$(awk -v b="$mbytes" 'BEGIN { print b / 1024 }')"
+            if [[ $name == memleak ]]; then
+                mjson=$(jq -c --arg n "$mname" --arg t "$mtype" --argjson e "$ment" --argjson b "$mbytes" \
+                    '. + [{name: $n, type: $t, max_entries: $e, bytes_memlock: $b}]' <<<"$mjson")
+            fi
+        done <<<"$mlines"
+        [[ $name == memleak ]] && M_MAPS_JSON=$mjson
+        R_MAPS[$name]=$(awk -v b="$mtot" 'BEGIN { printf "%.1f", b / 1048576 }')
+        say "   all maps: $mtot bytes (${R_MAPS[$name]} MiB)"
+        if [[ -n $rss ]]; then
+            R_MEM[$name]=$(awk -v k="$rss" -v b="$mtot" 'BEGIN { printf "%.1f", (k * 1024 + b) / 1048576 }')
+            say "   peak RSS + maps: ${R_MEM[$name]} MiB"
+        fi
+    else
+        say "   BPF maps: none found (bpftool map show failed?)"
+    fi
     TOOL_PID=""
 }
 
@@ -605,17 +850,115 @@ ORDER=()
 for t in $TOOLS; do
     case $t in
         alone) run_alone || { echo "run.sh: the program does not run alone" >&2; exit 1; } ;;
-        memleak | libbpf-tools | bpftrace) run_tool "$t" || true ;;
+        memleak | libbpf-tools | bpftrace)
+            if ! run_tool "$t" && [[ $t == memleak ]]; then
+                FAILURES+=("memleak: ${R_NOTE[$t]:-failed}")
+            fi
+            ;;
         *) warn "unknown run '$t' (alone, memleak, libbpf-tools, bpftrace)"; continue ;;
     esac
     ORDER+=("$t")
 done
 
+# ratio of memleak's BPF time per pair to libbpf-tools'
+RATIO=""
+if is_num "${R_NSPAIR[memleak]:-}" && is_num "${R_NSPAIR[libbpf-tools]:-}"; then
+    RATIO=$(awk -v a="${R_NSPAIR[memleak]}" -v b="${R_NSPAIR[libbpf-tools]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+fi
+
+# aim VALUE OP LIMIT: "ok" or "MISSED" ("n/a" without a value)
+aim() {
+    is_num "$1" || { echo n/a; return; }
+    awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == "<=") ? (v <= l) : (v >= l); print ok ? "ok" : "MISSED" }'
+}
+
 say ""
-say "== summary ($PAIRS malloc/free pairs; BPF figures are for the loop only)"
-printf '%-13s %10s %9s %12s %11s %12s %12s %10s  %s\n' \
-    run loop_s slowdown bpf_ns/call calls/pair us/call_wall lost_events rss_MiB note
+say "== summary ($PAIRS malloc/free pairs, $KEEP blocks kept live; BPF figures are for the loop only)"
+printf '%-13s %10s %9s %12s %11s %12s %12s %12s  %s\n' \
+    run loop_s slowdown bpf_ns/call calls/pair bpf_ns/pair us/call_wall lost_events note
 for t in "${ORDER[@]}"; do
-    printf '%-13s %10s %9s %12s %11s %12s %12s %10s  %s\n' "$t" "${R_SECS[$t]}" "${R_RATIO[$t]}" \
-        "${R_NS[$t]}" "${R_PERPAIR[$t]}" "${R_WALL[$t]}" "${R_LOST[$t]}" "${R_RSS[$t]}" "${R_NOTE[$t]}"
+    printf '%-13s %10s %9s %12s %11s %12s %12s %12s  %s\n' "$t" "${R_SECS[$t]}" "${R_RATIO[$t]}" \
+        "${R_NS[$t]}" "${R_PERPAIR[$t]}" "${R_NSPAIR[$t]}" "${R_WALL[$t]}" "${R_LOST[$t]}" "${R_NOTE[$t]}"
 done
+say ""
+say "tool cost (CPU: user + sys of the tool process, whole run and by phase; memory with $KEEP blocks outstanding)"
+printf '%-13s %6s %9s %8s %9s %11s %12s %11s %8s %9s %9s %13s\n' \
+    run cpu_s cpu_start cpu_loop cpu_after cpu_us/pair loop_us/pair ms/100k_all rss_MiB rss@loop maps_MiB rss+maps_MiB
+for t in "${ORDER[@]}"; do
+    [[ $t == alone ]] && continue
+    printf '%-13s %6s %9s %8s %9s %11s %12s %11s %8s %9s %9s %13s\n' "$t" "${R_CPU[$t]}" \
+        "${R_CPU0[$t]}" "${R_CPUL[$t]}" "${R_CPUX[$t]}" "${R_CPUPAIR[$t]}" "${R_LOOPCPU[$t]}" \
+        "${R_CPU100K[$t]}" "${R_RSS[$t]}" "${R_HWML[$t]}" "${R_MAPS[$t]}" "${R_MEM[$t]}"
+done
+say ""
+say "memleak against libbpf-tools"
+RATIO_TXT=n/a HIT_TXT=n/a
+[[ -n $RATIO ]] && RATIO_TXT=${RATIO}x
+[[ -n $M_HITRATE ]] && HIT_TXT=$M_HITRATE%
+printf '  %-44s %-28s %s\n' "BPF ns per pair, memleak / libbpf-tools" \
+    "$RATIO_TXT (${R_NSPAIR[memleak]:--} / ${R_NSPAIR[libbpf-tools]:--})" \
+    "aim <= 1.5x: $(aim "$RATIO" '<=' 1.5)"
+printf '  %-44s %-28s %s\n' "rule-cache hit rate (whole run)" \
+    "$HIT_TXT (${M_KSTACKS:--} / ${M_ALLOCS:--})" \
+    "aim >= 99%: $(aim "$M_HITRATE" '>=' 99)"
+WARM_TXT=n/a
+[[ -n $M_WARM_HITRATE ]] && WARM_TXT="$M_WARM_HITRATE% ($M_WARM_MISSES misses in $M_WARM_ALLOCS)"
+printf '  %-44s %-28s %s\n' "rule-cache hit rate after warm-up" "$WARM_TXT" \
+    "aim >= 99%: $(aim "$M_WARM_HITRATE" '>=' 99)"
+printf '  %-44s %-28s %s\n' "ring bytes per allocation" \
+    "${M_RINGPER:-n/a} (${M_RING:--} / ${M_ALLOCS:--})" ""
+printf '  %-44s %-28s %s\n' "memleak CPU per pair (us, whole run)" \
+    "${R_CPUPAIR[memleak]:--} (loop only: ${R_LOOPCPU[memleak]:--})" \
+    "aim <= 0.5: $(aim "${R_CPUPAIR[memleak]:-}" '<=' 0.5)"
+printf '  %-44s %-28s %s\n' "memleak peak RSS + maps (MiB)" \
+    "${R_MEM[memleak]:--} (${R_RSS[memleak]:--} + ${R_MAPS[memleak]:--})" \
+    "aim <= 16: $(aim "${R_MEM[memleak]:-}" '<=' 16)"
+
+# Machine-readable summary
+SUMMARY=$OUT/summary.json
+{
+    for t in "${ORDER[@]}"; do
+        jq -n -c --arg run "$t" --arg loop_s "${R_SECS[$t]}" --arg slowdown "${R_RATIO[$t]%x}" \
+            --arg bpf_ns_per_call "${R_NS[$t]}" --arg bpf_calls_per_pair "${R_PERPAIR[$t]}" \
+            --arg bpf_ns_per_pair "${R_NSPAIR[$t]}" --arg wall_us_per_call "${R_WALL[$t]}" \
+            --arg lost_events "${R_LOST[$t]}" --arg cpu_s "${R_CPU[$t]}" \
+            --arg cpu_us_per_pair "${R_CPUPAIR[$t]}" --arg cpu_ms_per_100k_allocs "${R_CPU100K[$t]}" \
+            --arg loop_cpu_us_per_pair "${R_LOOPCPU[$t]}" --arg rss_mib "${R_RSS[$t]}" \
+            --arg cpu_start_s "${R_CPU0[$t]}" --arg cpu_loop_s "${R_CPUL[$t]}" \
+            --arg cpu_after_s "${R_CPUX[$t]}" --arg rss_at_loop_end_mib "${R_HWML[$t]}" \
+            --arg maps_mib "${R_MAPS[$t]}" --arg rss_plus_maps_mib "${R_MEM[$t]}" --arg note "${R_NOTE[$t]}" '
+            def num: if test("^-?[0-9]+([.][0-9]+)?$") then tonumber elif . == "-" or . == "" then null else . end;
+            {run: $run, loop_s: ($loop_s | num), slowdown: ($slowdown | num),
+             bpf_ns_per_call: ($bpf_ns_per_call | num), bpf_calls_per_pair: ($bpf_calls_per_pair | num),
+             bpf_ns_per_pair: ($bpf_ns_per_pair | num), wall_us_per_call: ($wall_us_per_call | num),
+             lost_events: ($lost_events | num), cpu_s: ($cpu_s | num),
+             cpu_us_per_pair: ($cpu_us_per_pair | num), cpu_ms_per_100k_allocs: ($cpu_ms_per_100k_allocs | num),
+             cpu_start_s: ($cpu_start_s | num), cpu_loop_s: ($cpu_loop_s | num),
+             cpu_after_s: ($cpu_after_s | num),
+             loop_cpu_us_per_pair: ($loop_cpu_us_per_pair | num), rss_mib: ($rss_mib | num),
+             rss_at_loop_end_mib: ($rss_at_loop_end_mib | num),
+             maps_mib: ($maps_mib | num), rss_plus_maps_mib: ($rss_plus_maps_mib | num), note: $note}'
+    done
+} | jq -s --argjson pairs "$PAIRS" --argjson keep "$KEEP" --arg ratio "$RATIO" \
+    --arg hit "$M_HITRATE" --arg ks "$M_KSTACKS" --arg mi "$M_MISSES" --arg rh "$M_RULE_HITS" \
+    --arg ring "$M_RING" --arg allocs "$M_ALLOCS" --arg ringper "$M_RINGPER" \
+    --arg outst "$M_OUTSTANDING" --argjson maps "$M_MAPS_JSON" \
+    --arg whit "$M_WARM_HITRATE" --arg wall "$M_WARM_ALLOCS" --arg wmi "$M_WARM_MISSES" \
+    --arg failures "$(printf '%s\n' "${FAILURES[@]}")" '
+    def num: if test("^-?[0-9]+([.][0-9]+)?$") then tonumber elif . == "" then null else . end;
+    {pairs: $pairs, keep: $keep, runs: .,
+     memleak_vs_libbpf_tools_bpf_ns_per_pair: ($ratio | num),
+     memleak: {rule_cache_hit_rate_pct: ($hit | num), kernel_stacks: ($ks | num),
+               rule_misses: ($mi | num), rule_hits: ($rh | num), ringbuf_bytes: ($ring | num),
+               warm_hit_rate_pct: ($whit | num), warm_allocations: ($wall | num),
+               warm_rule_misses: ($wmi | num),
+               allocations: ($allocs | num), ring_bytes_per_allocation: ($ringper | num),
+               final_outstanding_allocations: ($outst | num), maps: $maps},
+     failures: ($failures | split("\n") | map(select(. != "")))}' >"$SUMMARY"
+say ""
+say "summary: $SUMMARY"
+
+if ((${#FAILURES[@]} > 0)); then
+    for f in "${FAILURES[@]}"; do warn "FAILED: $f"; done
+    exit 1
+fi
