@@ -7,7 +7,6 @@ use anyhow::Result;
 use libbpf_rs::{MapHandle, PerfBuffer};
 
 use super::reader::{Drain, Msg, Reader};
-use super::EventSource;
 
 /// The buffer, and the map it reads (kept open while it is read).
 struct Perf(PerfBuffer<'static>, #[allow(dead_code)] MapHandle);
@@ -22,12 +21,12 @@ impl Drain for Perf {
 }
 
 /// Reads a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` map on a thread of its own.
-pub struct PerfBufferSource(Reader);
+pub struct PerfBufferSource;
 
 impl PerfBufferSource {
     /// Starts reading the perf event array `handle` refers to, with
     /// `pages` pages (a power of two) per CPU.
-    pub fn start(handle: MapHandle, pages: usize) -> Result<PerfBufferSource> {
+    pub fn start(handle: MapHandle, pages: usize) -> Result<Reader> {
         let reader = Reader::start(
             "perf buffer",
             Box::new(move |tx, lost| {
@@ -45,18 +44,6 @@ impl PerfBufferSource {
                 Ok(Box::new(Perf(pb, handle)) as Box<dyn Drain>)
             }),
         )?;
-        Ok(PerfBufferSource(reader))
-    }
-}
-
-impl EventSource for PerfBufferSource {
-    fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        self.0.recv(timeout)
-    }
-    fn sync(&mut self) -> Result<()> {
-        self.0.sync()
-    }
-    fn lost(&self) -> u64 {
-        self.0.lost()
+        Ok(reader)
     }
 }

@@ -125,9 +125,10 @@ impl Reader {
             backlog: VecDeque::new(),
         })
     }
+}
 
-    /// See [`EventSource::recv`](super::EventSource::recv).
-    pub fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+impl super::EventSource for Reader {
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
         if let Some(r) = self.backlog.pop_front() {
             return Ok(Some(r));
         }
@@ -140,8 +141,7 @@ impl Reader {
         }
     }
 
-    /// See [`EventSource::sync`](super::EventSource::sync).
-    pub fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<()> {
         let want = self.sync_req.fetch_add(1, Ordering::SeqCst) + 1;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -156,11 +156,12 @@ impl Reader {
         }
     }
 
-    /// Records the kernel reported lost.
-    pub fn lost(&self) -> u64 {
+    fn lost(&self) -> u64 {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl Reader {
     /// Stops reading; records not yet read are dropped.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

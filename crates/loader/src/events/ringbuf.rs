@@ -6,7 +6,6 @@ use anyhow::Result;
 use libbpf_rs::{MapHandle, RingBuffer};
 
 use super::reader::{Drain, Msg, Reader};
-use super::EventSource;
 
 /// The buffer, and the map it reads (kept open while it is read).
 struct Ring(RingBuffer<'static>, #[allow(dead_code)] MapHandle);
@@ -21,11 +20,11 @@ impl Drain for Ring {
 }
 
 /// Reads a `BPF_MAP_TYPE_RINGBUF` map on a thread of its own.
-pub struct RingBufferSource(Reader);
+pub struct RingBufferSource;
 
 impl RingBufferSource {
     /// Starts reading the ring buffer `handle` refers to.
-    pub fn start(handle: MapHandle) -> Result<RingBufferSource> {
+    pub fn start(handle: MapHandle) -> Result<Reader> {
         let reader = Reader::start(
             "ring buffer",
             Box::new(move |tx, _lost| {
@@ -40,18 +39,6 @@ impl RingBufferSource {
                 Ok(Box::new(Ring(rb, handle)) as Box<dyn Drain>)
             }),
         )?;
-        Ok(RingBufferSource(reader))
-    }
-}
-
-impl EventSource for RingBufferSource {
-    fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        self.0.recv(timeout)
-    }
-    fn sync(&mut self) -> Result<()> {
-        self.0.sync()
-    }
-    fn lost(&self) -> u64 {
-        self.0.lost()
+        Ok(reader)
     }
 }
