@@ -6,10 +6,14 @@ lines:  ==MLQ== BEGIN <step> <stream> ... ==MLQ== END <step> <stream>,
 ==MLQ== RC <step> <code>, ==MLQ== T <step> <uptime>, ==MLQ== DONE.
 
 Steps: info; dyn and static (memleak --format json -- /leaky-{dyn,static} 6 0);
-attach (memleak -v --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
+attach (memleak -v -v --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
 (memleak -p 99999); verify (memleak --verify-unwind --format json --
-/leaky-dyn 6 0); kernel (dmesg). A failed memleak run is repeated with -v
-as <step>.verbose, shown here when a check fails.
+/leaky-dyn 20 30); fallback (memleak -v -v --events perfbuf --read-helper
+legacy --format json -- /leaky-dyn 6 0); kernel (dmesg). A failed memleak
+run is repeated with -v as <step>.verbose (not fallback, which has -v -v),
+shown here when a check fails. The -v -v logs of attach and fallback have
+the verifier's statistics of each BPF program ("[DEBUG verifier] walk_stack:
+processed N insns ...") and the load time, which are printed.
 
 Usage: check.py --target NAME --source examples/leaky.c [--kernel-config FILE]
                 [--summary FILE] LOG
@@ -17,7 +21,10 @@ Prints one line per check, details for failed ones, and exits 1 if any failed.
 --summary writes shell assignments for run's table: release (uname -r), btf,
 jit (JIT, interpreter, or no JIT in kernel), events (the event transport
 memleak -v names; ringbuf when it names none), checks, reason (why the
-first failing step failed). --kernel-config (the kernel's .config, when the
+first failing step failed), walk_insns, walk_states, load_s (walk_stack's
+verifier statistics and the BPF object's load time in the attach run, "-"
+when its log has none) and verifier (one line with those of both -v -v
+runs). --kernel-config (the kernel's .config, when the
 host has it) tells a kernel whose JIT is for classic BPF only.
 """
 
@@ -32,7 +39,11 @@ CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
 # Names the allocator's entry may carry (a static glibc's malloc is an alias).
 MALLOC_NAMES = {"malloc", "__libc_malloc"}
 # The memleak runs, in the order of the guest's steps.
-STEPS = ["dyn", "static", "attach", "badpid", "verify"]
+STEPS = ["dyn", "static", "attach", "badpid", "verify", "fallback"]
+# The variant the fallback run forces, as memleak -v names it.
+FALLBACK_VARIANT = "perf buffer, bpf_probe_read"
+# The BPF program whose verifier statistics the table shows.
+WALK_PROG = "walk_stack"
 # What the verifier or libbpf says when it refuses a program, in a -v log.
 REFUSAL_HINTS = re.compile(
     r"uses reserved fields|unknown opcode|invalid func|unknown func|not supported|"
@@ -176,6 +187,7 @@ class Checker:
         self.results = []  # (ok, name, detail lines)
         self.logs = []  # memleak's log of the current step, shown once
         self.notes = {}  # step -> a line that says why it failed
+        self.info = []  # lines printed after the checks
 
     def note(self, step, text):
         self.notes.setdefault(step, text)
@@ -316,11 +328,49 @@ def verify_run(c, sec, rcs, want):
     for r in reports(sec.get((step, "stdout"), [])):
         final = r
     losses = final.get("losses") if isinstance(final, dict) else None
+    shown = ["losses=%s" % (json.dumps(losses) if losses is not None else
+                            "missing (no final report)" if final is None else "missing")]
     got = losses.get("unwind_disagreements") if isinstance(losses, dict) else None
     c.step_logs(memleak_logs(sec, step))
-    c.check(got == 0, "verify: losses.unwind_disagreements == 0",
-            ["losses=%s" % (json.dumps(losses) if losses is not None else
-                            "missing (no final report)" if final is None else "missing")])
+    c.check(got == 0, "verify: losses.unwind_disagreements == 0", shown)
+    # Allocations walked in the kernel and compared: without any, the check
+    # above passes vacuously (every allocation a miss, unwound in user space).
+    verified = losses.get("unwind_verified") if isinstance(losses, dict) else None
+    c.check(isinstance(verified, int) and verified > 0, "verify: losses.unwind_verified > 0",
+            ["unwind_verified=%s: no kernel walk was compared" % (
+                "missing" if verified is None else verified)] + shown)
+    c.step_logs([])
+    if isinstance(losses, dict):
+        c.info.append("verify: %s kernel walks compared, %s disagreements, %s misses "
+                      "resolved, %s verification copies skipped" % (
+                          verified, got, losses.get("misses_resolved"),
+                          losses.get("verify_copies_skipped", 0)))
+
+
+def variant_line(sec, step):
+    """The variant memleak -v names in STEP's log ("ring buffer,
+    bpf_probe_read_user"), from its line "kernel: ...; using VARIANT"."""
+    for line in sec.get((step, "stderr"), []):
+        m = re.search(r"\bkernel: .*; using (.+)$", line)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def fallback_run(c, sec, rcs, want):
+    """Run 6: the fallbacks forced (perf buffer, bpf_probe_read): run 1's
+    checks, and memleak -v names that variant."""
+    step = "fallback"
+    if rcs.get(step) not in (None, 0):
+        for opt in ("--events", "--read-helper"):
+            if option_rejected(sec, step, opt):
+                c.note(step, "%s rejected by this memleak" % opt)
+                break
+    leak_run(c, step, sec, rcs, want)
+    got = variant_line(sec, step)
+    c.step_logs(memleak_logs(sec, step))
+    c.check(got == FALLBACK_VARIANT, "fallback: memleak -v: using %s" % FALLBACK_VARIANT,
+            ["memleak -v names %s" % ("'%s'" % got if got else "no variant")])
     c.step_logs([])
 
 
@@ -382,7 +432,14 @@ def transport(sec):
     """(The event transport memleak's -v log names, "ringbuf" if none; the
     log line that names it, or None). memleak -v says e.g. "kernel: ...;
     using ring buffer, bpf_probe_read_user"."""
-    order = ["attach", "attach.verbose"] + [s + ".verbose" for s in STEPS] + STEPS
+    order = ["attach", "attach.verbose"] + [
+        s for step in STEPS if step != "fallback" for s in (step + ".verbose", step)]
+    for step in order:
+        v = variant_line(sec, step)
+        if v:
+            for pat, name in TRANSPORTS:
+                if pat.search(v):
+                    return name, "using " + v
     for step in order:
         for line in sec.get((step, "stderr"), []):
             if not re.search(r"\busing\b|transport|event source|events (?:via|through|from|over)",
@@ -395,6 +452,50 @@ def transport(sec):
             if m:
                 return m.group(1), line.strip()
     return "ringbuf", None
+
+
+VERIFIER_LINE = re.compile(r"\[DEBUG verifier\] (\w+): (processed (\d+) insns.*)$")
+LOAD_LINE = re.compile(r"BPF object loaded and verified in (\S+)")
+
+
+def duration_s(text):
+    """Seconds of a Rust Duration's Debug form (1.5s, 250.1ms, 80µs, 900ns)."""
+    m = re.match(r"([\d.]+)(s|ms|µs|us|ns)$", text)
+    if not m:
+        return None
+    scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def verifier_stats(sec, step):
+    """({program: {"insns", "states", "peak", "line"}}, load seconds or None)
+    from the -v -v log of STEP."""
+    progs, load = {}, None
+    for line in sec.get((step, "stderr"), []):
+        m = VERIFIER_LINE.search(line)
+        if m:
+            stats = m.group(2).strip()
+            states = re.search(r"total_states (\d+)", stats)
+            peak = re.search(r"peak_states (\d+)", stats)
+            progs[m.group(1)] = {
+                "insns": int(m.group(3)),
+                "states": int(states.group(1)) if states else None,
+                "peak": int(peak.group(1)) if peak else None,
+                "line": stats,
+            }
+            continue
+        m = LOAD_LINE.search(line)
+        if m:
+            load = duration_s(m.group(1))
+    return progs, load
+
+
+def describe_verifier(progs, load):
+    walk = progs.get(WALK_PROG)
+    text = "%s: %s" % (WALK_PROG, walk["line"]) if walk else "%s: no statistics" % WALK_PROG
+    return "%s; %d programs, %s insns in all; loaded in %s" % (
+        text, len(progs), sum(p["insns"] for p in progs.values()),
+        "%.2f s" % load if load is not None else "?")
 
 
 def error_line(sec, step):
@@ -489,6 +590,7 @@ def main():
     attach_run(c, sec, rcs, want)
     badpid_run(c, sec, rcs)
     verify_run(c, sec, rcs, want)
+    fallback_run(c, sec, rcs, want)
     total = len(c.results)
     c.print()
 
@@ -511,6 +613,31 @@ def main():
     if durations:
         print("  guest time per step: " + ", ".join(durations)
               + ("; done at %.1fs after boot" % times["done"] if "done" in times else ""))
+    for line in c.info:
+        print("  " + line)
+    # The verifier's statistics: the default variant (attach run, or its
+    # second attempt) and the fallback variant.
+    walk_insns = walk_states = load_s = "-"
+    verifier = []
+    for label, steps in (("default variant", ("attach", "attach.verbose")),
+                         ("fallback variant", ("fallback",))):
+        for step in steps:
+            progs, load = verifier_stats(sec, step)
+            if progs or load is not None:
+                print("  verifier, %s (%s run): %s" % (label, step, describe_verifier(progs, load)))
+                walk = progs.get(WALK_PROG)
+                if label == "default variant":
+                    if walk:
+                        walk_insns = str(walk["insns"])
+                        walk_states = str(walk["states"]) if walk["states"] is not None else "-"
+                    if load is not None:
+                        load_s = "%.2f" % load
+                verifier.append("%s %s insns, %s states%s, load %s" % (
+                    "fallback" if label == "fallback variant" else "default",
+                    walk["insns"] if walk else "?", walk["states"] if walk else "?",
+                    " (peak %s)" % walk["peak"] if walk and walk["peak"] is not None else "",
+                    "%.2f s" % load if load is not None else "?"))
+                break
     jit, jit_detail = jit_mode(info, a.kernel_config)
     events, events_line = transport(sec)
     reason = failure_reason(c, sec, rcs, info, done)
@@ -528,7 +655,11 @@ def main():
                          ("jit", jit),
                          ("events", events),
                          ("checks", "%d/%d" % (c.passed, total)),
-                         ("reason", reason.replace("|", "/"))):
+                         ("reason", reason.replace("|", "/")),
+                         ("walk_insns", walk_insns),
+                         ("walk_states", walk_states),
+                         ("load_s", load_s),
+                         ("verifier", "; ".join(verifier) or "-")):
                 f.write("%s=%s\n" % (k, shlex.quote(v)))
     return 0 if c.passed == total else 1
 

@@ -91,8 +91,9 @@ again_verbose static "$@" --format json -- /leaky-static 6 0
 pid=$!
 wait_exec "$pid" /leaky-dyn
 echo "$M PID attach $pid"
-# With -v: its log names the event transport.
-run attach -v "$@" --format json -p "$pid" 1 2
+# With -v -v: its log names the event transport, and has the verifier's
+# statistics of each BPF program and the load time.
+run attach -v -v "$@" --format json -p "$pid" 1 2
 wait "$pid"
 echo "$M RC attach.target $?"
 show attach target-stderr /tmp/leaky-err
@@ -107,9 +108,16 @@ fi
 # 99999 is above the default pid_max of a small guest: no such process.
 run badpid "$@" -p 99999
 
-# Every allocation's stack unwound both in the kernel and in user space.
-run verify "$@" --verify-unwind --format json -- /leaky-dyn 6 0
-again_verbose verify "$@" --verify-unwind --format json -- /leaky-dyn 6 0
+# Every allocation's stack unwound both in the kernel and in user space. The
+# pauses let memleak cache the chain's rules after the first allocations
+# (misses), so that the kernel walks the later ones and they are compared.
+run verify "$@" --verify-unwind --format json -- /leaky-dyn 20 30
+again_verbose verify "$@" --verify-unwind --format json -- /leaky-dyn 20 30
+
+# The fallbacks for older kernels, forced: perf buffer and bpf_probe_read.
+# With -v -v (so not repeated): its log names the variant it loaded, and has
+# the verifier's statistics of that variant.
+run fallback -v -v "$@" --events perfbuf --read-helper legacy --format json -- /leaky-dyn 6 0
 
 dmesg >/tmp/dmesg
 show kernel dmesg /tmp/dmesg

@@ -246,8 +246,9 @@ int main(void)
 	pid = start_leaky_bg();
 	printf(M " PID attach %d\n", (int)pid);
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	/* With -v: its log names the event transport. */
-	rc = run("attach", 1, "--format", "json", "-p", pidbuf, "1", "2", NULL);
+	/* With -v -v: its log names the event transport, and has the verifier's
+	 * statistics of each BPF program and the load time. */
+	rc = run("attach", 2, "--format", "json", "-p", pidbuf, "1", "2", NULL);
 	printf(M " RC attach.target %d\n", wait_for(pid));
 	show("attach", "target-stderr", "/tmp/leaky-err");
 	if (rc != 0) {
@@ -259,11 +260,20 @@ int main(void)
 
 	run("badpid", 0, "-p", "99999", NULL);
 
-	/* Every allocation's stack unwound both in the kernel and in user space. */
-	if (run("verify", 0, "--verify-unwind", "--format", "json", "--", "/leaky-dyn", "6", "0",
-		NULL) != 0)
+	/* Every allocation's stack unwound both in the kernel and in user space.
+	 * The pauses let memleak cache the chain's rules after the first
+	 * allocations (misses), so that the kernel walks the later ones and
+	 * they are compared. */
+	if (run("verify", 0, "--verify-unwind", "--format", "json", "--", "/leaky-dyn", "20",
+		"30", NULL) != 0)
 		run("verify.verbose", 1, "--verify-unwind", "--format", "json", "--", "/leaky-dyn",
-		    "6", "0", NULL);
+		    "20", "30", NULL);
+
+	/* The fallbacks for older kernels, forced: perf buffer and
+	 * bpf_probe_read. With -v -v (so not repeated): its log names the
+	 * variant it loaded, and has the verifier's statistics of that variant. */
+	run("fallback", 2, "--events", "perfbuf", "--read-helper", "legacy", "--format", "json",
+	    "--", "/leaky-dyn", "6", "0", NULL);
 
 	{
 		/* dmesg: the kernel log buffer through syslog(2)'s /proc/kmsg
