@@ -167,5 +167,6 @@ make_k -s -j"$(nproc)" vmlinux
 "${cross}strip" -o "$build/vmlinux.stripped" "$src/vmlinux"
 gzip -9 -n -c "$build/vmlinux.stripped" >"$out/vmlinux-$name.gz.tmp"
 mv "$out/vmlinux-$name.gz.tmp" "$out/vmlinux-$name.gz"
-log "built $name in $((SECONDS - start)) s ($(sha256sum <"$build/vmlinux.stripped" | cut -c1-16) stripped vmlinux)"
+log "built $name in $((SECONDS - start)) s, $SECONDS s with the download, extraction and config" \
+    "($(sha256sum <"$build/vmlinux.stripped" | cut -c1-16) stripped vmlinux)"
 echo "$out/vmlinux-$name.gz"
