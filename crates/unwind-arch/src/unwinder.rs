@@ -195,33 +195,9 @@ impl<A: Arch> Unwinder<A> {
         stack: &impl StackMemory,
         modules: &ModuleMap,
         frames: &mut Vec<Frame>,
-        rules: Option<&mut Vec<RuleLookup>>,
-    ) -> StackEnd {
-        let mut last_sp = regs.sp;
-        let end = self.walk(
-            regs,
-            at_function_entry,
-            stack,
-            modules,
-            frames,
-            rules,
-            &mut last_sp,
-        );
-        self.last_sp = last_sp;
-        end
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn walk(
-        &mut self,
-        regs: UnwindRegs,
-        at_function_entry: bool,
-        stack: &impl StackMemory,
-        modules: &ModuleMap,
-        frames: &mut Vec<Frame>,
         mut rules: Option<&mut Vec<RuleLookup>>,
-        last_sp: &mut u64,
     ) -> StackEnd {
+        self.last_sp = regs.sp;
         let mut regs = regs;
         frames.push(Frame {
             address: regs.pc,
@@ -273,7 +249,7 @@ impl<A: Arch> Unwinder<A> {
                 method,
             });
             regs = UnwindRegs { pc, ..next };
-            *last_sp = regs.sp;
+            self.last_sp = regs.sp;
         }
     }
 }
