@@ -22,6 +22,7 @@ mod filters;
 mod load;
 mod mmap;
 mod sampling;
+mod tables;
 mod static_link;
 mod threads;
 mod truncation;

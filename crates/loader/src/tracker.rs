@@ -324,10 +324,16 @@ impl Tracker {
         }
         let index = self.intern(end_name(end));
         self.misses.insert(rec.stack_id, (index, self.generation));
+        // Where the kernel stopped: a rule it lacks even if we gave it one
+        // before (the cache is LRU and may have evicted it).
+        let missed_at = (u64::from(rec.kstack.end) == abi::END_MISS)
+            .then(|| kernel.last())
+            .flatten()
+            .map(|w| (w & memleak_bpf::PC_MASK).wrapping_sub(1));
         for i in 0..self.rule_log.len() {
             let RuleLookup { address, rule } = self.rule_log[i];
             let raw = rules::encode(rule);
-            if self.cached.get(&address) == Some(&raw) {
+            if self.cached.get(&address) == Some(&raw) && missed_at != Some(address) {
                 continue;
             }
             log::trace!("rule at {address:#x}: {:?}", rules::decode(&raw));
