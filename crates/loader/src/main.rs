@@ -82,13 +82,6 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// `uname -r`.
-fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// Handles every record available now (none waited for beyond `timeout`).
 fn pump(
     source: &mut dyn EventSource,
@@ -142,7 +135,6 @@ fn run(opts: Options) -> Result<()> {
         pc_mask: unwinder.code_address_mask(),
         // glibc's realloc(p, 0) frees p and returns NULL; musl returns a block.
         realloc_zero_frees: !alloc.path.to_string_lossy().contains("musl"),
-        lazy_books: probes::lazy_books_ok(&kernel_release()),
     };
     let big_endian = exe_elf.endian() == gimli::RunTimeEndian::Big;
     let obj = probes::load(&opts, &params)?;

@@ -96,18 +96,6 @@ pub struct LoadParams {
     pub pc_mask: u64,
     /// glibc's `realloc(p, 0)` frees `p`.
     pub realloc_zero_frees: bool,
-    /// Allocate the books' entries as blocks come (see `lazy_books_ok`).
-    pub lazy_books: bool,
-}
-
-/// True on kernels (6.1+) whose hash maps allocate elements with
-/// bpf_mem_alloc, safe from tracing programs: the books then need no
-/// memory for entries they do not hold. `release` is `uname -r`.
-pub fn lazy_books_ok(release: &str) -> bool {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let minor: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    (major, minor) >= (6, 1)
 }
 
 /// Loads the object with `opts` applied. Nothing is attached yet.
@@ -163,13 +151,6 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
             if let Some(n) = entries {
                 m.set_max_entries(n)
                     .with_context(|| format!("sizing the BPF map `{name}`"))?;
-            }
-            // The books take memory as blocks come where the kernel allocates
-            // hash elements safely from any context (6.1+, bpf_mem_alloc);
-            // older kernels warn about that in tracing programs: preallocate.
-            if (name == map::ALLOCS || name == map::MMAPS) && params.lazy_books {
-                m.set_map_flags(m.map_flags() | libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)
-                    .with_context(|| format!("configuring the BPF map `{name}`"))?;
             }
         }
     }
@@ -349,19 +330,4 @@ pub fn preflight() -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lazy_books_ok;
-
-    #[test]
-    fn lazy_books_from_6_1() {
-        assert!(lazy_books_ok("6.1.0-57-amd64"));
-        assert!(lazy_books_ok("6.18.44-fc-v1147"));
-        assert!(lazy_books_ok("7.0"));
-        assert!(!lazy_books_ok("5.10.223"));
-        assert!(!lazy_books_ok("5.15.0-1-generic"));
-        assert!(!lazy_books_ok("garbage"));
-    }
 }
