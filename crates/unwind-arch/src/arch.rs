@@ -38,13 +38,35 @@ pub trait Arch: Copy + 'static {
     /// the CIE's initial instructions).
     fn default_ra_rule() -> RegRule;
 
-    /// The rule for a PC that has no CFI: by default the frame-pointer rule;
-    /// mips32 analyses the function's prologue instead. `elf` is the file
-    /// holding `svma` (the address looked up, as stated in the file), when
-    /// it is known.
-    fn fallback_rule(elf: Option<&ElfFile>, svma: u64) -> Option<(UnwindRule, Method)> {
-        let _ = (elf, svma);
-        Self::frame_pointer_rule().map(|r| (r, Method::Fp))
+    /// Rules for a PC without CFI worked out from its function's machine
+    /// code, best first (prologue analysis from the function's symbol or,
+    /// without one, from the likely starts found by looking backwards).
+    /// The method is [`Method::Prologue`], or [`Method::Fp`] for a function
+    /// that keeps the frame-pointer chain. The unwinder checks each against
+    /// the stack (the return address it gives must follow a call) before it
+    /// uses one. `svma` is the address looked up, as stated in `elf`.
+    /// Returns true when the first rule comes from the function's known
+    /// start (its symbol): only such a rule may end the walk (a return
+    /// address of zero), as a guessed start could read any zero word.
+    fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>) -> bool {
+        let _ = (elf, svma, out);
+        false
+    }
+
+    /// True when the instruction just before `ra_svma` in `elf` is a call:
+    /// `ra_svma` may be a return address.
+    fn is_call_site(elf: &ElfFile, ra_svma: u64) -> bool {
+        let _ = (elf, ra_svma);
+        false
+    }
+
+    /// For a return address found by scanning the stack at `slot`, the
+    /// caller's stack pointer when the ABI fixes it (x86_64: a call pushes
+    /// the return address, so it is `slot + 8`); `None` where it must be
+    /// found from the caller's own rule.
+    fn scanned_caller_sp(slot: u64) -> Option<u64> {
+        let _ = slot;
+        None
     }
 
     /// Removes bits that are not part of the address (aarch64 pointer

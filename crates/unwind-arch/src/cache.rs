@@ -1,7 +1,6 @@
 //! A direct-mapped cache of translated rules, keyed by (file, address).
 
-use crate::rule::UnwindRule;
-use crate::unwinder::Method;
+use crate::unwinder::Found;
 
 const SLOTS: usize = 4093; // prime, as framehop's 509-slot cache but larger
 
@@ -18,7 +17,7 @@ pub struct CacheStats {
 struct Slot {
     file: usize,
     svma: u64,
-    rule: Option<(UnwindRule, Method)>,
+    rule: Found,
 }
 
 pub(crate) struct RuleCache {
@@ -38,9 +37,8 @@ impl RuleCache {
         ((svma ^ (file as u64).rotate_left(40)) % SLOTS as u64) as usize
     }
 
-    /// `Some(rule)` on a hit; the rule is `None` when the address has no
-    /// usable CFI.
-    pub(crate) fn get(&mut self, file: usize, svma: u64) -> Option<Option<(UnwindRule, Method)>> {
+    /// `Some(found)` on a hit.
+    pub(crate) fn get(&mut self, file: usize, svma: u64) -> Option<Found> {
         match self.slots[Self::index(file, svma)] {
             Some(s) if s.file == file && s.svma == svma => {
                 self.stats.hits += 1;
@@ -53,7 +51,7 @@ impl RuleCache {
         }
     }
 
-    pub(crate) fn insert(&mut self, file: usize, svma: u64, rule: Option<(UnwindRule, Method)>) {
+    pub(crate) fn insert(&mut self, file: usize, svma: u64, rule: Found) {
         self.slots[Self::index(file, svma)] = Some(Slot { file, svma, rule });
     }
 }

@@ -23,6 +23,7 @@ struct Segment {
     vaddr: u64,
     offset: u64,
     filesz: u64,
+    executable: bool,
 }
 
 /// A section's bytes and its address as stated in the file (SVMA).
@@ -80,6 +81,9 @@ pub struct ElfFile {
     debug_data: Option<&'static [u8]>,
     dwarf: OnceCell<Option<addr2line::Context<Slice>>>,
     pub(crate) cfi_index: crate::cfi::FdeIndexes,
+    /// Function starts found in the code itself (call and address-taking
+    /// instructions), for code without symbols; computed on first use.
+    code_starts: OnceCell<Vec<u64>>,
 }
 
 impl std::fmt::Debug for ElfFile {
@@ -230,6 +234,7 @@ impl ElfFile {
             debug_data,
             dwarf: OnceCell::new(),
             cfi_index: Default::default(),
+            code_starts: OnceCell::new(),
         })
     }
 
@@ -348,12 +353,52 @@ impl ElfFile {
         self.data.get(off..off.checked_add(len)?)
     }
 
+    /// True when `svma` lies in an executable segment (code a return
+    /// address may point into).
+    pub fn is_code(&self, svma: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.executable && svma >= s.vaddr && svma < s.vaddr + s.filesz)
+    }
+
     /// Converts a file offset to the address stated in the file.
     pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
         self.segments
             .iter()
             .find(|s| offset >= s.offset && offset < s.offset + s.filesz.max(1))
             .map(|s| offset - s.offset + s.vaddr)
+    }
+
+    /// The executable segments: (address, bytes).
+    pub(crate) fn code_segments(&self) -> impl Iterator<Item = (u64, &'static [u8])> + '_ {
+        self.segments
+            .iter()
+            .filter(|s| s.executable)
+            .filter_map(|s| {
+                let len = usize::try_from(s.filesz).ok()?;
+                Some((s.vaddr, self.read_at_svma(s.vaddr, len)?))
+            })
+    }
+
+    /// The sorted function starts `find` sees in the code (computed once per
+    /// file): the architecture's sweep for call targets and addresses
+    /// taken.
+    pub(crate) fn code_starts(&self, find: impl FnOnce(&ElfFile) -> Vec<u64>) -> &[u64] {
+        self.code_starts.get_or_init(|| {
+            let mut v = find(self);
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+    }
+
+    /// The function symbol containing `svma` by its size: its start.
+    /// Symbols without a size (assembly labels) are not used, unlike in
+    /// [`find_symbol`](Self::find_symbol).
+    pub fn find_sized_symbol(&self, svma: u64) -> Option<u64> {
+        let i = self.symbols.partition_point(|s| s.svma <= svma);
+        let s = self.symbols.get(i.checked_sub(1)?)?;
+        (s.size > 0 && svma < s.svma + s.size).then_some(s.svma)
     }
 
     /// The function symbol containing `svma`: its name and start.
@@ -432,7 +477,19 @@ impl ElfFile {
 /// Appends the defined function symbols of `file` (.symtab and .dynsym).
 fn collect_functions(file: &object::File<'static>, out: &mut Vec<Symbol>) {
     for sym in file.symbols().chain(file.dynamic_symbols()) {
-        if sym.kind() != object::SymbolKind::Text || !sym.is_definition() {
+        // Functions, and global labels in code (assembly entry points such
+        // as musl's `_start`, which are typeless).
+        let code_label = || {
+            matches!(
+                sym.kind(),
+                object::SymbolKind::Unknown | object::SymbolKind::Label
+            ) && sym.is_global()
+                && sym
+                    .section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .is_some_and(|s| s.kind() == object::SectionKind::Text)
+        };
+        if !(sym.kind() == object::SymbolKind::Text || code_label()) || sym.is_undefined() {
             continue;
         }
         let Ok(name) = sym.name() else { continue };
@@ -504,6 +561,7 @@ fn program_headers<Elf: FileHeader<Endian = object::Endianness>>(
                 vaddr: ph.p_vaddr(e).into(),
                 offset: ph.p_offset(e).into(),
                 filesz: ph.p_filesz(e).into(),
+                executable: ph.p_flags(e).0 & object::elf::PF_X.0 != 0,
             }),
             object::elf::PT_GNU_EH_FRAME => {
                 eh = Some((

@@ -1,10 +1,12 @@
 //! memleak's unwinder: per-architecture register sets feeding one shared DWARF
-//! CFI engine (gimli), with a frame-pointer fallback, plus ELF symbolization.
+//! CFI engine (gimli), with prologue-analysis, frame-pointer and stack-scan
+//! fallbacks, plus ELF symbolization.
 //!
 //! # Overview
 //!
 //! - [`Arch`] describes an architecture: DWARF register numbers, address
-//!   size, the rule at a function's entry and the fallback rule.
+//!   size, the rule at a function's entry, the frame-pointer rule, rules
+//!   from a function's machine code and call-site checks.
 //!   [`ArchX86_64`] is in `x86_64/`; every architecture has the same file
 //!   set, and none is `cfg`-gated: any host unwinds any architecture.
 //! - [`Unwinder`] walks a [`StackSnapshot`] (the bytes a probe copied from sp

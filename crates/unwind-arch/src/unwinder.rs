@@ -27,8 +27,11 @@ pub enum Method {
     Cfi,
     /// From the frame-pointer chain.
     Fp,
-    /// From prologue analysis (mips32).
+    /// From prologue analysis: the function's machine code.
     Prologue,
+    /// From a scan of the stack for a return address that follows a call
+    /// (the last resort; never cached in the kernel).
+    Scan,
 }
 
 impl Method {
@@ -40,6 +43,7 @@ impl Method {
             Method::Cfi => "cfi",
             Method::Fp => "fp",
             Method::Prologue => "prologue",
+            Method::Scan => "scan",
         }
     }
 }
@@ -83,21 +87,58 @@ impl StackEnd {
 pub struct RuleLookup {
     /// The address looked up (AVMA): a return address minus one.
     pub address: u64,
-    /// The rule and where it came from; `None` where there is none.
+    /// The rule and where it came from; `None` where there is none (or
+    /// where the walk went on by scanning).
     pub rule: Option<(UnwindRule, Method)>,
+    /// The walk went on from here by scanning the stack: no rule holds
+    /// for this address, each stack through it must be scanned again.
+    pub scanned: bool,
 }
 
 /// Which rules the unwinder may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnwindMode {
-    /// CFI where it exists, the fallback elsewhere.
+    /// CFI where it exists; elsewhere the function's machine code (prologue
+    /// analysis, which also tells frame-pointer functions), then the
+    /// frame-pointer chain, each checked (the return address it gives must
+    /// follow a call); then a scan of the stack for such a return address.
     #[default]
     Auto,
     /// CFI only.
     Cfi,
+    /// CFI, and frame pointers elsewhere, unchecked (no prologue analysis
+    /// and no scan).
+    CfiFp,
     /// Frame pointers only (as BCC and libbpf-tools).
     FramePointer,
 }
+
+/// The rule a lookup found, before it is checked against the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A rule to run as it is (CFI, or the fallback of the modes that do
+    /// not check).
+    Rule(UnwindRule, Method),
+    /// A rule of the code fallbacks that passed the check once; checked on
+    /// every use.
+    Checked(UnwindRule, Method),
+    /// No CFI in a module: try the code fallbacks, then scan.
+    Fallbacks,
+    /// No rule at all: the walk ends.
+    None,
+}
+
+/// How many stack slots a scan looks at (from the frame's sp upwards).
+const SCAN_WORDS: u64 = 512;
+
+/// The walk ends in the process's first function: `_start` sets up the
+/// stack itself (it realigns sp), and its caller's return address is not on
+/// the stack.
+const OUTERMOST: UnwindRule = UnwindRule {
+    cfa: crate::rule::CfaRule::RegOffset(crate::rule::Reg::Sp, 0),
+    ra: crate::rule::RegRule::Undefined,
+    fp: crate::rule::RegRule::SameValue,
+};
 
 /// Walks stacks of architecture `A`. Keep one per traced process: it caches
 /// rules per address.
@@ -140,17 +181,20 @@ impl<A: Arch> Unwinder<A> {
         self.last_sp
     }
 
-    fn rule_for(&mut self, modules: &ModuleMap, avma: u64) -> Option<(UnwindRule, Method)> {
+    fn rule_for(&mut self, modules: &ModuleMap, avma: u64) -> Found {
+        let fp = || A::frame_pointer_rule().map_or(Found::None, |r| Found::Rule(r, Method::Fp));
         if self.mode == UnwindMode::FramePointer {
-            return A::frame_pointer_rule().map(|r| (r, Method::Fp));
+            return fp();
         }
         let found = modules
             .find(avma)
             .and_then(|m| Some((m, m.avma_to_svma(avma)?)));
         let Some((m, svma)) = found else {
+            trace!("{avma:#x}: in no module");
+            // JIT code, anonymous mappings: frame pointers are all there is.
             return match self.mode {
-                UnwindMode::Auto => A::fallback_rule(None, avma),
-                _ => None,
+                UnwindMode::Auto | UnwindMode::CfiFp => fp(),
+                _ => Found::None,
             };
         };
         let file = m.elf.id();
@@ -158,14 +202,127 @@ impl<A: Arch> Unwinder<A> {
             return r;
         }
         let r = match find_cfi_rule::<A>(&m.elf, svma, &mut self.ctx) {
-            CfiLookup::Rule(rule, _) => Some((rule, Method::Cfi)),
+            CfiLookup::Rule(rule, _) => Found::Rule(rule, Method::Cfi),
             CfiLookup::Unsupported | CfiLookup::NotCovered => match self.mode {
-                UnwindMode::Auto => A::fallback_rule(Some(&m.elf), svma),
-                _ => None,
+                UnwindMode::Auto => {
+                    if m.elf
+                        .find_symbol(svma)
+                        .is_some_and(|(name, _)| name == "_start")
+                    {
+                        Found::Rule(OUTERMOST, Method::Prologue)
+                    } else {
+                        // Not cached: the rule chosen is cached once it checks.
+                        return Found::Fallbacks;
+                    }
+                }
+                UnwindMode::CfiFp => fp(),
+                _ => Found::None,
             },
         };
         self.cache.insert(file, svma, r);
         r
+    }
+
+    /// Is `ra` a return address: in a module's code, just after a call?
+    fn is_return_address(modules: &ModuleMap, ra: u64) -> bool {
+        let Some(m) = modules.find(ra) else {
+            return false;
+        };
+        m.avma_to_svma(ra)
+            .is_some_and(|svma| m.elf.is_code(svma) && A::is_call_site(&m.elf, svma))
+    }
+
+    /// Runs a rule that must check: the caller's sp above ours and its pc
+    /// just after a call (or the outermost frame).
+    fn run_checked(
+        rule: &UnwindRule,
+        regs: &UnwindRegs,
+        stack: &impl StackMemory,
+        modules: &ModuleMap,
+    ) -> Option<Option<UnwindRegs>> {
+        match rule.exec(regs, stack) {
+            Ok(None) => Some(None),
+            Ok(Some(next)) => (next.sp > regs.sp
+                && Self::is_return_address(modules, A::strip_return_address(next.pc)))
+            .then_some(Some(next)),
+            Err(_) => None,
+        }
+    }
+
+    /// The code fallbacks for the pc looked up at `avma`, in order, each
+    /// checked: the first that checks is cached and used.
+    fn try_fallbacks(
+        &mut self,
+        avma: u64,
+        regs: &UnwindRegs,
+        stack: &impl StackMemory,
+        modules: &ModuleMap,
+    ) -> Option<(UnwindRule, Method, Option<UnwindRegs>)> {
+        let m = modules.find(avma)?;
+        let svma = m.avma_to_svma(avma)?;
+        let mut rules = Vec::new();
+        let exact = A::code_rules(&m.elf, svma, &mut rules);
+        rules.extend(A::frame_pointer_rule().map(|r| (r, Method::Fp)));
+        for (i, (rule, method)) in rules.into_iter().enumerate() {
+            let next = Self::run_checked(&rule, regs, stack, modules);
+            trace!("{avma:#x}: candidate {method:?} {rule:?}: {next:?}");
+            // Only the rule from the function's known start may end the walk.
+            if let Some(next) = next.filter(|n| n.is_some() || (exact && i == 0)) {
+                self.cache
+                    .insert(m.elf.id(), svma, Found::Checked(rule, method));
+                return Some((rule, method, next));
+            }
+        }
+        None
+    }
+
+    /// The last resort: the nearest slot above sp holding a return address
+    /// (just after a call, in a module's code), and the caller's sp — fixed
+    /// by the ABI (x86_64) or the lowest one from which the caller's own
+    /// rule checks.
+    fn scan(
+        &mut self,
+        regs: &UnwindRegs,
+        stack: &impl StackMemory,
+        modules: &ModuleMap,
+    ) -> Option<UnwindRegs> {
+        let word = u64::from(A::ADDRESS_SIZE);
+        for i in 0..SCAN_WORDS {
+            let slot = regs.sp.checked_add(i * word)?;
+            let Ok(value) = stack.read_word(slot) else {
+                return None;
+            };
+            let ra = A::strip_return_address(value);
+            if !Self::is_return_address(modules, ra) {
+                continue;
+            }
+            if let Some(sp) = A::scanned_caller_sp(slot) {
+                return Some(UnwindRegs {
+                    pc: ra,
+                    sp,
+                    fp: regs.fp,
+                    ra: None,
+                });
+            }
+            // The caller's sp: the lowest above the slot from which the
+            // caller's rule gives a checked return address.
+            let rule = match self.rule_for(modules, ra - 1) {
+                Found::Rule(r, _) | Found::Checked(r, _) => r,
+                Found::Fallbacks | Found::None => continue,
+            };
+            for k in 1..SCAN_WORDS {
+                let caller = UnwindRegs {
+                    pc: ra,
+                    sp: slot.checked_add(k * word)?,
+                    fp: regs.fp,
+                    ra: None,
+                };
+                if let Some(Some(_)) = Self::run_checked(&rule, &caller, stack, modules) {
+                    return Some(caller);
+                }
+            }
+        }
+        None
     }
 
     /// Walks the stack from `regs`, appending frames to `frames` (innermost
@@ -208,33 +365,72 @@ impl<A: Arch> Unwinder<A> {
             if frames.len() >= self.max_frames {
                 return StackEnd::MaxDepth;
             }
+            let at_entry = first && at_function_entry;
             // Return addresses point after the call: look up the call itself.
-            let (rule, method) = if first && at_function_entry {
-                (A::entry_rule(), Method::Entry)
+            let lookup = if first {
+                regs.pc
             } else {
-                let lookup = if first {
-                    regs.pc
-                } else {
-                    regs.pc.saturating_sub(1)
-                };
-                let found = self.rule_for(modules, lookup);
+                regs.pc.saturating_sub(1)
+            };
+            first = false;
+            let found = if at_entry {
+                Found::Rule(A::entry_rule(), Method::Entry)
+            } else {
+                self.rule_for(modules, lookup)
+            };
+            trace!("lookup {lookup:#x}: {found:?}");
+            let mut log = |rule, scanned| {
                 if let Some(log) = rules.as_deref_mut() {
                     log.push(RuleLookup {
                         address: lookup,
-                        rule: found,
+                        rule,
+                        scanned,
                     });
                 }
-                match found {
-                    Some(r) => r,
-                    None => return StackEnd::NoUnwindInfo,
-                }
             };
-            first = false;
-            let next = match rule.exec(&regs, stack) {
-                Ok(Some(next)) => next,
-                Ok(None) => return StackEnd::Outermost,
-                Err(UnwindError::StackCopyTooShort(_)) => return StackEnd::Truncated,
-                Err(e) => return StackEnd::Error(e),
+            let (next, method) = match found {
+                Found::Rule(rule, method) => {
+                    if !at_entry {
+                        log(Some((rule, method)), false);
+                    }
+                    match rule.exec(&regs, stack) {
+                        Ok(Some(next)) => (next, method),
+                        Ok(None) => return StackEnd::Outermost,
+                        Err(UnwindError::StackCopyTooShort(_)) => return StackEnd::Truncated,
+                        Err(e) => return StackEnd::Error(e),
+                    }
+                }
+                Found::None => {
+                    log(None, false);
+                    return StackEnd::NoUnwindInfo;
+                }
+                Found::Checked(..) | Found::Fallbacks => {
+                    let checked = match found {
+                        Found::Checked(rule, method) => {
+                            Self::run_checked(&rule, &regs, stack, modules)
+                                .map(|next| (rule, method, next))
+                        }
+                        _ => None,
+                    };
+                    let checked =
+                        checked.or_else(|| self.try_fallbacks(lookup, &regs, stack, modules));
+                    match checked {
+                        Some((rule, method, next)) => {
+                            log(Some((rule, method)), false);
+                            match next {
+                                Some(next) => (next, method),
+                                None => return StackEnd::Outermost,
+                            }
+                        }
+                        None => {
+                            log(None, true);
+                            match self.scan(&regs, stack, modules) {
+                                Some(next) => (next, Method::Scan),
+                                None => return StackEnd::NoUnwindInfo,
+                            }
+                        }
+                    }
+                }
             };
             if next.sp < regs.sp {
                 return StackEnd::Error(UnwindError::StackPointerMovedBackwards);

@@ -1,7 +1,10 @@
 use super::dwarf;
+use super::prologue;
 use super::rule;
 use crate::arch::Arch;
+use crate::elf::ElfFile;
 use crate::rule::{RegRule, UnwindRule};
+use crate::unwinder::Method;
 
 /// Marker type for aarch64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,14 @@ impl Arch for ArchAarch64 {
         // x30 is a real register: unless a row says where it was saved, it
         // still holds the return address (leaf functions).
         RegRule::SameValue
+    }
+
+    fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>) -> bool {
+        prologue::code_rules(elf, svma, out)
+    }
+
+    fn is_call_site(elf: &ElfFile, ra_svma: u64) -> bool {
+        prologue::is_call_site(elf, ra_svma)
     }
 
     fn strip_return_address(ra: u64) -> u64 {

@@ -2,6 +2,7 @@
 
 mod arch;
 mod dwarf;
+mod prologue;
 mod regs;
 mod rule;
 

@@ -32,7 +32,12 @@ impl Arch for ArchMips32 {
         RegRule::SameValue
     }
 
-    fn fallback_rule(elf: Option<&ElfFile>, svma: u64) -> Option<(UnwindRule, Method)> {
-        prologue::analyze_prologue(elf?, svma).map(|r| (r, Method::Prologue))
+    fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>) -> bool {
+        out.extend(prologue::analyze_prologue(elf, svma).map(|r| (r, Method::Prologue)));
+        elf.find_symbol(svma).is_some()
+    }
+
+    fn is_call_site(elf: &ElfFile, ra_svma: u64) -> bool {
+        prologue::is_call_site(elf, ra_svma)
     }
 }

@@ -186,6 +186,25 @@ pub fn analyze_prologue(elf: &ElfFile, svma: u64) -> Option<UnwindRule> {
     Some(rule_from(&scan(insns)))
 }
 
+/// True when the instruction two before `ra_svma` (a call and its delay
+/// slot) is `jal`, `jalx`, `jalr` or `bal`/`bgezal`/`bltzal`.
+pub fn is_call_site(elf: &ElfFile, ra_svma: u64) -> bool {
+    ra_svma % 4 == 0
+        && ra_svma
+            .checked_sub(8)
+            .and_then(|a| read_insn(elf, a))
+            .is_some_and(is_call)
+}
+
+fn is_call(i: u32) -> bool {
+    match opcode(i) {
+        0x03 | 0x1d => true,                  // jal, jalx
+        0x00 => i & 0x3f == 0x09,             // jalr
+        0x01 => matches!(rt(i), 0x10..=0x13), // bltzal, bgezal (bal), bltzall, bgezall
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +285,15 @@ mod tests {
         };
         let next = rule.exec(&regs, &mem).unwrap().unwrap();
         assert_eq!((next.pc, next.sp), (0x0040_0abc, 0x7fff_0020));
+    }
+
+    #[test]
+    fn calls() {
+        assert!(is_call(JAL));
+        assert!(is_call(0x0320_f809)); // jalr t9
+        assert!(is_call(0x0411_0003)); // bal
+        assert!(!is_call(0x1000_0003)); // b
+        assert!(!is_call(0x03e0_0008)); // jr ra
     }
 
     #[test]

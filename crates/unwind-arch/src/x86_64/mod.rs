@@ -1,7 +1,9 @@
 //! x86_64 (System V psABI).
 
 mod arch;
+mod decode;
 mod dwarf;
+mod prologue;
 mod regs;
 mod rule;
 
