@@ -163,7 +163,16 @@ pub fn probe_points(
             format!("{prefix}{}", kind.name())
         };
         let Some(svma) = lib.find_function(&symbol) else {
-            if matches!(kind, Kind::Malloc | Kind::Free) {
+            if kind == Kind::Free {
+                // A static program that never frees links no `free`: every
+                // block it allocates stays outstanding, and is reported so.
+                log::warn!(
+                    "{} has no `{symbol}`: nothing it allocates is ever freed, every block counts as outstanding",
+                    path.display()
+                );
+                continue;
+            }
+            if kind == Kind::Malloc {
                 bail!(
                     "allocator symbol `{symbol}` not found in {} (use -O to name the allocator library, or -S for a symbol prefix such as je_)",
                     path.display()

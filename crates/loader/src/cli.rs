@@ -43,8 +43,11 @@ OPTIONS:
         --format FORMAT      text or json (one JSON object per report, on stdout)
         --stack-bytes N      User stack bytes copied per allocation [default: 8192]
         --max-frames N       Deepest stack unwound [default: 64]
-        --unwind MODE        auto (CFI, then frame pointers), cfi, or fp (frame
-                             pointers only, as BCC) [default: auto]
+        --unwind MODE        auto (CFI; else the function's code: prologue
+                             analysis, frame pointers, each checked; else a
+                             scan of the stack for return addresses), cfi,
+                             cfi-fp (CFI, else frame pointers unchecked), or
+                             fp (frame pointers only, as BCC) [default: auto]
         --ringbuf-mb N       Ring buffer size in MiB (stack copies of misses)
                              [default: 2; 8 with --verify-unwind]
         --max-allocs N       Outstanding blocks the kernel's books hold
@@ -264,8 +267,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
                 o.unwind = match p.value()?.to_string_lossy().as_ref() {
                     "auto" => UnwindMode::Auto,
                     "cfi" => UnwindMode::Cfi,
+                    "cfi-fp" => UnwindMode::CfiFp,
                     "fp" => UnwindMode::FramePointer,
-                    other => bail!("invalid --unwind `{other}`: use auto, cfi or fp"),
+                    other => bail!("invalid --unwind `{other}`: use auto, cfi, cfi-fp or fp"),
                 }
             }
             Long("ringbuf-mb") => {

@@ -53,6 +53,7 @@ pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64, buffer_lost: u64
     named.push(("unresolved_stacks", u.unresolved));
     named.push(("truncated_stacks", u.truncated_stacks));
     named.push(("unwind_stopped", u.unwind_stopped));
+    named.push(("scanned_stacks", u.scanned_stacks));
     named.push(("misses_resolved", u.misses_resolved));
     named.push(("rules_cached", u.rules_cached));
     named.push(("rule_cache_failures", u.rule_failures));

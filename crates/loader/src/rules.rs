@@ -7,7 +7,7 @@
 //! "unexpressible", so the kernel sends a copy instead of guessing.
 
 use memleak_bpf::{abi, RawRule};
-use memleak_unwind_arch::{CfaRule, Method, Reg, RegRule, UnwindRule};
+use memleak_unwind_arch::{CfaRule, Method, Reg, RegRule, RuleLookup, UnwindRule};
 
 fn reg_code(r: Reg) -> u8 {
     (match r {
@@ -33,6 +33,7 @@ fn method_code(m: Method) -> u8 {
         Method::Cfi => abi::M_CFI,
         Method::Fp => abi::M_FP,
         Method::Prologue => abi::M_PROLOGUE,
+        Method::Scan => abi::M_SCAN,
     }) as u8
 }
 
@@ -44,6 +45,7 @@ pub fn method_of_code(c: u64) -> Option<Method> {
         abi::M_CFI => Method::Cfi,
         abi::M_FP => Method::Fp,
         abi::M_PROLOGUE => Method::Prologue,
+        abi::M_SCAN => Method::Scan,
         _ => return None,
     })
 }
@@ -86,6 +88,19 @@ fn unreg_rule(how: u8, off: i32) -> Option<RegRule> {
 
 /// The kernel's form of what the unwinder found at an address: a rule, or
 /// `None` (the walk ends there, like the unwinder's `NoUnwindInfo`).
+/// A `scanned` address has no rule the kernel could run: it sends a copy
+/// of each stack through it (user space scans again).
+pub fn encode_lookup(l: &RuleLookup) -> RawRule {
+    if l.scanned {
+        return RawRule {
+            kind: abi::RK_UNEXPRESSIBLE as u8,
+            ..RawRule::default()
+        };
+    }
+    encode(l.rule)
+}
+
+/// The kernel's form of a rule (`None`: no rule, the walk ends).
 pub fn encode(found: Option<(UnwindRule, Method)>) -> RawRule {
     let Some((rule, method)) = found else {
         return RawRule {

@@ -79,6 +79,9 @@ pub struct UserCounts {
     /// In the last snapshot: blocks whose stack walk stopped at a frame
     /// without unwind info or at an impossible rule.
     pub unwind_stopped: u64,
+    /// In the last snapshot: blocks whose stack has frames found by
+    /// scanning the stack (`<scan>`, the last resort).
+    pub scanned_stacks: u64,
 }
 
 pub struct Tracker {
@@ -331,8 +334,9 @@ impl Tracker {
             .flatten()
             .map(|w| (w & memleak_bpf::PC_MASK).wrapping_sub(1));
         for i in 0..self.rule_log.len() {
-            let RuleLookup { address, rule } = self.rule_log[i];
-            let raw = rules::encode(rule);
+            let lookup = self.rule_log[i];
+            let address = lookup.address;
+            let raw = rules::encode_lookup(&lookup);
             if self.cached.get(&address) == Some(&raw) && missed_at != Some(address) {
                 continue;
             }
@@ -484,6 +488,7 @@ impl Tracker {
         self.counts.unresolved = 0;
         self.counts.truncated_stacks = 0;
         self.counts.unwind_stopped = 0;
+        self.counts.scanned_stacks = 0;
         for (cat, list) in [(Category::Heap, heap), (Category::Mmap, regions)] {
             for (addr, info) in list {
                 let AllocInfo {
@@ -498,7 +503,11 @@ impl Tracker {
                         self.unknown_stack()
                     }
                 };
-                let end = self.stacks[stack as usize].end;
+                let info = &self.stacks[stack as usize];
+                let end = info.end;
+                if info.frames.iter().any(|f| f.method == Method::Scan) {
+                    self.counts.scanned_stacks += 1;
+                }
                 if is_truncated(end) {
                     self.counts.truncated_stacks += 1;
                 } else if end != "outermost" && end != "unknown_stack" {

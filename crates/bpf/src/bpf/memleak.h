@@ -92,6 +92,7 @@
 #define M_CFI      2
 #define M_FP       3
 #define M_PROLOGUE 4
+#define M_SCAN     5 /* user space only: a scanned frame (never in the rule cache) */
 #define METHOD_SHIFT 56
 #define PC_MASK ((1ULL << METHOD_SHIFT) - 1)
 
