@@ -212,6 +212,37 @@ mod tests {
     }
 
     #[test]
+    fn scanned_lookups_are_never_cached_as_rules() {
+        let rule = UnwindRule {
+            cfa: CfaRule::RegOffset(Reg::Sp, 16),
+            ra: RegRule::AtCfa(-8),
+            fp: RegRule::SameValue,
+        };
+        let scanned = RuleLookup {
+            address: 0x1000,
+            rule: None,
+            scanned: true,
+        };
+        assert_eq!(
+            decode(&encode_lookup(&scanned)),
+            Some(Decoded::Unexpressible)
+        );
+        let found = RuleLookup {
+            rule: Some((rule, Method::Prologue)),
+            scanned: false,
+            ..scanned
+        };
+        assert_eq!(
+            decode(&encode_lookup(&found)),
+            Some(Decoded::Step(rule, Method::Prologue))
+        );
+        assert_eq!(
+            method_of_code(u64::from(method_code(Method::Scan))),
+            Some(Method::Scan)
+        );
+    }
+
+    #[test]
     fn offsets_beyond_32_bits_are_unexpressible() {
         let rule = UnwindRule {
             cfa: CfaRule::RegOffset(Reg::Sp, 1 << 40),
