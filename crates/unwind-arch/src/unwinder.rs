@@ -306,10 +306,21 @@ impl<A: Arch> Unwinder<A> {
             }
             // The caller's sp: the lowest above the slot from which the
             // caller's rule gives a checked return address.
-            let rule = match self.rule_for(modules, ra - 1) {
-                Found::Rule(r, _) | Found::Checked(r, _) => r,
-                Found::Fallbacks | Found::None => continue,
-            };
+            let mut rules = Vec::new();
+            match self.rule_for(modules, ra - 1) {
+                Found::Rule(r, _) | Found::Checked(r, _) => rules.push(r),
+                Found::Fallbacks => {
+                    if let Some((m, svma)) = modules
+                        .find(ra - 1)
+                        .and_then(|m| Some((m, m.avma_to_svma(ra - 1)?)))
+                    {
+                        let mut found = Vec::new();
+                        A::code_rules(&m.elf, svma, &mut found);
+                        rules.extend(found.into_iter().map(|(r, _)| r));
+                    }
+                }
+                Found::None => {}
+            }
             for k in 1..SCAN_WORDS {
                 let caller = UnwindRegs {
                     pc: ra,
@@ -317,7 +328,10 @@ impl<A: Arch> Unwinder<A> {
                     fp: regs.fp,
                     ra: None,
                 };
-                if let Some(Some(_)) = Self::run_checked(&rule, &caller, stack, modules) {
+                let checks = |r: &UnwindRule| {
+                    matches!(Self::run_checked(r, &caller, stack, modules), Some(Some(_)))
+                };
+                if rules.iter().any(checks) {
                     return Some(caller);
                 }
             }
