@@ -3,8 +3,9 @@
 # Installs what building and testing memleak needs on Debian 12 (idempotent;
 # no network when nothing is missing): apt packages, rustup targets and
 # components, and for the cross targets in targets/*.toml their C cross
-# compilers and libc headers, cargo-zigbuild with zig (PyPI, into the user's
-# Python) and the nightly toolchain with rust-src (tier-3 targets, -Zbuild-std).
+# compilers and libc headers, musl built from Debian's source (the musl test
+# fixtures), cargo-zigbuild with zig (PyPI, into the user's Python) and the
+# nightly toolchain with rust-src (tier-3 targets, -Zbuild-std).
 #
 # Usage: scripts/deps.sh [host|all|TARGET...]
 #   host    what the host build and tests need (x86_64, musl)
@@ -33,8 +34,9 @@ if [ ${#specs[@]} -gt 0 ]; then
 fi
 
 pkgs=(clang llvm libelf-dev zlib1g-dev autoconf automake autopoint libtool flex bison gawk
-      gettext pkg-config make gcc g++ musl-tools valgrind file libc6-dbg)
+      gettext pkg-config make gcc g++ musl-tools valgrind file libc6-dbg dpkg-dev)
 need_zig=0
+musl_targets=()   # "name gnu_triple" of the cross targets: musl is built for them
 rust_targets=()   # "toolchain triple" for targets with a prebuilt std
 build_std_toolchains=()
 for f in "${files[@]}"; do
@@ -44,6 +46,7 @@ for f in "${files[@]}"; do
         pkgs+=("gcc-$t_gnu_triple" "libc6-dev-$t_debian_arch-cross")
         # qemu-<arch>-static runs the target's test binaries and fixtures.
         pkgs+=(qemu-user-static)
+        musl_targets+=("$t_name $t_gnu_triple")
     fi
     [ "$t_builder" = zigbuild ] && need_zig=1
     if [ "$t_build_std" = true ]; then
@@ -130,6 +133,68 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNAL
         exit 1
     fi
 fi
+
+# musl for the cross targets, built from Debian's source package of the
+# host's musl (the one musl-tools links x86_64 programs with) by musl's own
+# build system (its default flags: -Os, no unwind tables, no frame pointers)
+# with the target's Debian cross gcc, as Debian builds its musl. Installed
+# under $cache/musl/<target>/: bin/musl-gcc (the gcc wrapper: static and
+# dynamic builds), include/, lib/ (libc.a, libc.so, ld-musl-<arch>.so.1,
+# so the directory serves as qemu-user's -L prefix). The fixtures of
+# crates/unwind-arch/tests/fixtures.rs link against it dynamically.
+cache=${MEMLEAK_CACHE:-$HOME/.cache/memleak}
+musl_src() { # prints the unpacked source tree of the host's musl version
+    local ver d src key=/usr/share/keyrings/debian-archive-keyring.gpg
+    ver=$(dpkg-query -W -f='${Version}' musl-dev)
+    src=$cache/musl/src/musl-$ver
+    if [ ! -f "$src/.complete" ]; then
+        d=$cache/apt/source-bookworm
+        mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/sources.list.d" "$d/preferences.d" "$cache/musl/src"
+        [ -f "$d/status" ] || : >"$d/status"
+        echo "deb-src [signed-by=$key] http://deb.debian.org/debian bookworm main" >"$d/sources.list"
+        local opts=(-o "Dir::State::Lists=$d/lists" -o "Dir::State::status=$d/status"
+                    -o "Dir::Cache=$d/cache" -o "Dir::Etc::SourceList=$d/sources.list"
+                    -o "Dir::Etc::SourceParts=$d/sources.list.d" -o "Dir::Etc::Preferences=$d/preferences"
+                    -o "Dir::Etc::PreferencesParts=$d/preferences.d" -o "Acquire::Languages=none")
+        [ "$(id -u)" -ne 0 ] || opts+=(-o "APT::Sandbox::User=root")
+        echo "deps: downloading the source of musl $ver (Debian)" >&2
+        local tmp
+        tmp=$(mktemp -d "$cache/musl/src/dl.XXXXXX")
+        apt-get "${opts[@]}" update -qq </dev/null >/dev/null
+        (cd "$tmp" && apt-get "${opts[@]}" source -qq --download-only "musl=$ver" </dev/null >/dev/null)
+        rm -rf "$src"
+        # apt checked the files against the signed Sources index; dpkg-source
+        # has no keyring for the uploader's signature (its gpgv warning is noise).
+        dpkg-source -x "$tmp"/musl_*.dsc "$src" >/dev/null 2>"$tmp/dpkg-source.log" ||
+            { cat "$tmp/dpkg-source.log" >&2; exit 1; }
+        rm -rf "$tmp"
+        touch "$src/.complete"
+    fi
+    echo "$src"
+}
+for nt in "${musl_targets[@]}"; do
+    name=${nt% *} gnu=${nt#* }
+    prefix=$cache/musl/$name
+    ver=$(dpkg-query -W -f='${Version}' musl-dev)
+    [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$ver" ] && continue
+    src=$(musl_src)
+    echo "deps: building musl $ver for $name with $gnu-gcc (into $prefix)" >&2
+    build=$(mktemp -d "$cache/musl/build-$name.XXXXXX")
+    cp -a "$src/." "$build/"
+    rm -rf "$prefix"
+    (
+        cd "$build"
+        ./configure --target="$gnu" CC="$gnu-gcc" --prefix="$prefix" --syslibdir="$prefix/lib" \
+            --enable-wrapper=gcc >configure.log 2>&1 || { cat configure.log >&2; exit 1; }
+        make -j"$(nproc)" >make.log 2>&1 || { tail -30 make.log >&2; exit 1; }
+        make install >install.log 2>&1 || { tail -30 install.log >&2; exit 1; }
+    )
+    rm -rf "$build"
+    # The loader's link points into $prefix: make it relative, so that
+    # qemu-<arch> -L $prefix finds /lib/ld-musl-<arch>.so.1 there.
+    for l in "$prefix"/lib/ld-musl-*.so.1; do ln -sfn libc.so "$l"; done
+    echo "$ver" >"$prefix/.complete"
+done
 
 # BPF and uprobes need tracefs/debugfs on some kernels.
 mountpoint -q /sys/kernel/tracing 2>/dev/null || $sudo mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true

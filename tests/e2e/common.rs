@@ -143,136 +143,183 @@ fn path_str(p: &Path) -> &str {
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
 }
 
-/// The fixtures, each built once per process.
+/// The fixtures, each built once per process: a table of builds.
 pub mod fixtures {
     use super::*;
 
-    /// examples/leaky.c without frame pointers: `-O2 -g -fomit-frame-pointer -fno-inline`.
-    pub fn leaky() -> PathBuf {
-        let src = example_src("leaky.c");
-        compile(
-            "leaky",
-            "gcc",
-            &[
-                "-O2",
-                "-g",
-                "-fomit-frame-pointer",
-                "-fno-inline",
-                path_str(&src),
-            ],
-        )
+    /// One fixture: compiled from `sources` (paths from the repository
+    /// root) by `compiler` with `flags` before them and `libs` after, into
+    /// `<scratch>/<output>`.
+    pub struct Build {
+        pub output: &'static str,
+        pub compiler: &'static str,
+        pub flags: &'static [&'static str],
+        pub sources: &'static [&'static str],
+        pub libs: &'static [&'static str],
     }
 
+    /// Builds `b` (once per test process; see `compile`).
+    pub fn build(b: &Build) -> PathBuf {
+        let sources: Vec<PathBuf> = b
+            .sources
+            .iter()
+            .map(|s| {
+                let p = repo_root().join(s);
+                assert!(p.is_file(), "fixture source {} is missing", p.display());
+                p
+            })
+            .collect();
+        let mut args: Vec<&str> = b.flags.to_vec();
+        args.extend(sources.iter().map(|p| path_str(p)));
+        args.extend_from_slice(b.libs);
+        compile(b.output, b.compiler, &args)
+    }
+
+    /// Optimized, with debug information, without frame pointers.
+    const NOFP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
+    const NOFP_PTHREAD: &[&str] = &["-O2", "-g", "-fomit-frame-pointer", "-pthread"];
+    const NOFP_STATIC: &[&str] = &["-static", "-O2", "-g", "-fomit-frame-pointer"];
+
+    const fn fixture(
+        output: &'static str,
+        compiler: &'static str,
+        flags: &'static [&'static str],
+        sources: &'static [&'static str],
+    ) -> Build {
+        Build {
+            output,
+            compiler,
+            flags,
+            sources,
+            libs: &[],
+        }
+    }
+
+    /// examples/leaky.c without frame pointers: `-O2 -g -fomit-frame-pointer -fno-inline`.
+    pub const LEAKY: Build = fixture(
+        "leaky",
+        "gcc",
+        &["-O2", "-g", "-fomit-frame-pointer", "-fno-inline"],
+        &["examples/leaky.c"],
+    );
     /// tests/fixtures/src/deep.c: recursion 512 bytes a level deep.
-    pub fn deep() -> PathBuf {
-        let src = fixture_src("deep.c");
-        compile(
-            "deep",
+    pub const DEEP: Build = fixture("deep", "gcc", NOFP, &["tests/fixtures/src/deep.c"]);
+    pub const ACCOUNTING: Build = fixture(
+        "accounting",
+        "gcc",
+        NOFP,
+        &["tests/fixtures/src/accounting.c"],
+    );
+    pub const THREADS: Build = fixture(
+        "threads",
+        "gcc",
+        NOFP_PTHREAD,
+        &["tests/fixtures/src/threads.c"],
+    );
+    /// tests/fixtures/src/burst.c: `burst NTHREADS ITERATIONS`, threads
+    /// allocating, reallocating and freeing in a tight loop.
+    pub const BURST: Build = fixture(
+        "burst",
+        "gcc",
+        NOFP_PTHREAD,
+        &["tests/fixtures/src/burst.c"],
+    );
+    /// tests/fixtures/src/cxx_startup.cc: 600 operator new calls at
+    /// start-up, 400 of them from a static initializer.
+    pub const CXX_STARTUP: Build = fixture(
+        "cxx_startup",
+        "g++",
+        NOFP,
+        &["tests/fixtures/src/cxx_startup.cc"],
+    );
+    pub const CXX_LEAK: Build =
+        fixture("cxx_leak", "g++", NOFP, &["tests/fixtures/src/cxx_leak.cc"]);
+    /// `libplugin.so`, loaded at run time by `dlopen_main`.
+    pub const PLUGIN: Build = fixture(
+        "libplugin.so",
+        "gcc",
+        &["-O2", "-g", "-fomit-frame-pointer", "-fPIC", "-shared"],
+        &["tests/fixtures/src/plugin.c"],
+    );
+    pub const DLOPEN_MAIN: Build = Build {
+        libs: &["-ldl"],
+        ..fixture(
+            "dlopen_main",
             "gcc",
-            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
+            NOFP,
+            &["tests/fixtures/src/dlopen_main.c"],
         )
+    };
+    pub const STATIC_LEAK: Build = fixture(
+        "static_leak",
+        "gcc",
+        NOFP_STATIC,
+        &["tests/fixtures/src/static_leak.c"],
+    );
+    /// tests/fixtures/src/musl_leak.c, static, with Debian's musl (libc.a:
+    /// no unwind tables, no frame pointers).
+    pub const MUSL_LEAK_STATIC: Build = fixture(
+        "musl_leak_static",
+        "musl-gcc",
+        NOFP_STATIC,
+        &["tests/fixtures/src/musl_leak.c"],
+    );
+    /// tests/fixtures/src/musl_leak.c, dynamic, with Debian's musl (runs
+    /// with /lib/ld-musl-x86_64.so.1, a stripped libc.so without unwind
+    /// tables).
+    pub const MUSL_LEAK_DYNAMIC: Build = fixture(
+        "musl_leak_dynamic",
+        "musl-gcc",
+        NOFP,
+        &["tests/fixtures/src/musl_leak.c"],
+    );
+    /// tests/fixtures/src/chain.c, static, with Debian's musl: a program
+    /// that allocates and never frees, so musl's `free` is not linked in.
+    pub const CHAIN_MUSL_STATIC: Build = fixture(
+        "chain_musl_static",
+        "musl-gcc",
+        NOFP_STATIC,
+        &["tests/fixtures/src/chain.c"],
+    );
+
+    pub fn leaky() -> PathBuf {
+        build(&LEAKY)
+    }
+
+    pub fn deep() -> PathBuf {
+        build(&DEEP)
     }
 
     pub fn accounting() -> PathBuf {
-        let src = fixture_src("accounting.c");
-        compile(
-            "accounting",
-            "gcc",
-            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
-        )
+        build(&ACCOUNTING)
     }
 
     pub fn threads() -> PathBuf {
-        let src = fixture_src("threads.c");
-        compile(
-            "threads",
-            "gcc",
-            &[
-                "-O2",
-                "-g",
-                "-fomit-frame-pointer",
-                "-pthread",
-                path_str(&src),
-            ],
-        )
+        build(&THREADS)
     }
 
-    /// tests/fixtures/src/burst.c: `burst NTHREADS ITERATIONS`, threads
-    /// allocating, reallocating and freeing in a tight loop.
     pub fn burst() -> PathBuf {
-        let src = fixture_src("burst.c");
-        compile(
-            "burst",
-            "gcc",
-            &[
-                "-O2",
-                "-g",
-                "-fomit-frame-pointer",
-                "-pthread",
-                path_str(&src),
-            ],
-        )
+        build(&BURST)
     }
 
-    /// tests/fixtures/src/cxx_startup.cc: 600 operator new calls at
-    /// start-up, 400 of them from a static initializer.
     pub fn cxx_startup() -> PathBuf {
-        let src = fixture_src("cxx_startup.cc");
-        compile(
-            "cxx_startup",
-            "g++",
-            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
-        )
+        build(&CXX_STARTUP)
     }
 
     pub fn cxx_leak() -> PathBuf {
-        let src = fixture_src("cxx_leak.cc");
-        compile(
-            "cxx_leak",
-            "g++",
-            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src)],
-        )
+        build(&CXX_LEAK)
     }
 
-    /// `libplugin.so`, loaded at run time by `dlopen_main`.
     pub fn plugin() -> PathBuf {
-        let src = fixture_src("plugin.c");
-        compile(
-            "libplugin.so",
-            "gcc",
-            &[
-                "-O2",
-                "-g",
-                "-fomit-frame-pointer",
-                "-fPIC",
-                "-shared",
-                path_str(&src),
-            ],
-        )
+        build(&PLUGIN)
     }
 
     pub fn dlopen_main() -> PathBuf {
-        let src = fixture_src("dlopen_main.c");
-        compile(
-            "dlopen_main",
-            "gcc",
-            &["-O2", "-g", "-fomit-frame-pointer", path_str(&src), "-ldl"],
-        )
+        build(&DLOPEN_MAIN)
     }
 
     pub fn static_leak() -> PathBuf {
-        let src = fixture_src("static_leak.c");
-        compile(
-            "static_leak",
-            "gcc",
-            &[
-                "-static",
-                "-O2",
-                "-g",
-                "-fomit-frame-pointer",
-                path_str(&src),
-            ],
-        )
+        build(&STATIC_LEAK)
     }
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,34 +333,108 @@ pub mod fixtures {
         DebugFrameOnly,
     }
 
+    pub const CHAIN_FP: Build = fixture(
+        "chain_fp",
+        "gcc",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+        &["tests/fixtures/src/chain.c"],
+    );
+    pub const CHAIN_NOFP: Build =
+        fixture("chain_nofp", "gcc", NOFP, &["tests/fixtures/src/chain.c"]);
+    pub const CHAIN_DEBUG_FRAME: Build = fixture(
+        "chain_debug_frame",
+        "gcc",
+        &[
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-unwind-tables",
+        ],
+        &["tests/fixtures/src/chain.c"],
+    );
+
     pub fn chain(variant: ChainVariant) -> PathBuf {
-        let src = fixture_src("chain.c");
-        let src = path_str(&src);
-        match variant {
-            ChainVariant::FramePointers => compile(
-                "chain_fp",
-                "gcc",
-                &["-O2", "-g", "-fno-omit-frame-pointer", src],
-            ),
-            ChainVariant::NoFramePointers => compile(
-                "chain_nofp",
-                "gcc",
-                &["-O2", "-g", "-fomit-frame-pointer", src],
-            ),
-            ChainVariant::DebugFrameOnly => compile(
-                "chain_debug_frame",
-                "gcc",
-                &[
-                    "-O2",
-                    "-g",
-                    "-fomit-frame-pointer",
-                    "-fno-asynchronous-unwind-tables",
-                    "-fno-unwind-tables",
-                    src,
-                ],
-            ),
+        build(match variant {
+            ChainVariant::FramePointers => &CHAIN_FP,
+            ChainVariant::NoFramePointers => &CHAIN_NOFP,
+            ChainVariant::DebugFrameOnly => &CHAIN_DEBUG_FRAME,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inspecting the fixtures' binaries (binutils)
+// ---------------------------------------------------------------------------
+
+/// The stdout of a binutils tool run on `file` (which must succeed).
+pub fn tool_output(tool: &str, args: &[&str], file: &Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (binutils): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} {} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Address of a symbol: from the static symbol table, else (a stripped
+/// shared object) from the dynamic one.
+pub fn symbol_address(bin: &Path, name: &str) -> u64 {
+    try_symbol_address(bin, name).unwrap_or_else(|| panic!("no symbol {name} in {}", bin.display()))
+}
+
+/// `symbol_address`, or None where `bin` has no such symbol.
+pub fn try_symbol_address(bin: &Path, name: &str) -> Option<u64> {
+    let find = |args: &[&str]| {
+        tool_output("nm", args, bin).lines().find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[2] == name).then(|| u64::from_str_radix(w[0], 16).unwrap())
+        })
+    };
+    find(&[]).or_else(|| find(&["-D"]))
+}
+
+/// Fails unless `bin` is statically linked (no INTERP, no DYNAMIC).
+pub fn assert_static_executable(bin: &Path) {
+    let text = tool_output("readelf", &["-lW"], bin);
+    assert!(
+        !text.contains("INTERP") && !text.contains("DYNAMIC"),
+        "{} is not statically linked:\n{text}",
+        bin.display()
+    );
+}
+
+/// Whether an FDE of `section` (".eh_frame" or ".debug_frame") covers `addr`.
+pub fn fde_covers(bin: &Path, section: &str, addr: u64) -> bool {
+    let dump = tool_output("readelf", &["--debug-dump=frames"], bin);
+    let mut in_section = false;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix("Contents of the ") {
+            in_section = rest.starts_with(&format!("{section} section"));
+            continue;
+        }
+        if !in_section || !line.contains(" FDE ") {
+            continue;
+        }
+        // "... FDE cie=00000000 pc=0000000000001170..0000000000001190"
+        if let Some(range) = line.split("pc=").nth(1) {
+            let mut ends = range.trim().split("..");
+            let lo = u64::from_str_radix(ends.next().unwrap_or(""), 16);
+            let hi = u64::from_str_radix(ends.next().unwrap_or(""), 16);
+            if let (Ok(lo), Ok(hi)) = (lo, hi) {
+                if (lo..hi).contains(&addr) {
+                    return true;
+                }
+            }
         }
     }
+    false
 }
 
 // ---------------------------------------------------------------------------
@@ -337,24 +458,27 @@ impl Run {
         )
     }
 
-    /// All reports on stdout (every non-empty stdout line must be one JSON object).
+    /// All JSON reports: on stdout with `-p` (every non-empty stdout line
+    /// must be one JSON object), on stderr with a command (the lines that
+    /// start with `{"final":`, among the program's own output).
     pub fn reports(&self) -> Vec<Report> {
         let mut reports = Vec::new();
-        for (i, line) in self.stdout.lines().enumerate() {
+        let on_stderr = self.stderr.lines().filter(|l| l.starts_with(REPORT_PREFIX));
+        for (i, line) in self.stdout.lines().chain(on_stderr).enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
                 panic!(
-                    "stdout line {} is not a JSON object ({e}): {line:?}\n{}",
+                    "report line {} is not a JSON object ({e}): {line:?}\n{}",
                     i + 1,
                     self.describe()
                 )
             });
-            reports
-                .push(Report::from_json(&value).unwrap_or_else(|e| {
-                    panic!("bad report on stdout line {}: {e}\n{line}", i + 1)
-                }));
+            reports.push(
+                Report::from_json(&value)
+                    .unwrap_or_else(|e| panic!("bad report on line {}: {e}\n{line}", i + 1)),
+            );
         }
         for r in &reports {
             r.check_invariants();
@@ -395,6 +519,9 @@ impl Run {
     }
 }
 
+/// How every JSON report begins.
+pub const REPORT_PREFIX: &str = "{\"final\":";
+
 fn spawn_reader<R: Read + Send + 'static>(
     mut r: R,
 ) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
@@ -414,7 +541,17 @@ fn spawn_reader<R: Read + Send + 'static>(
 
 /// Runs `cmd` to completion with piped stdout/stderr; kills it and fails the
 /// test if it takes longer than `timeout`.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Run {
+    run_with_timeout_during(cmd, timeout, |_| {})
+}
+
+/// `run_with_timeout`, calling `during` with the PID of `cmd` once it has
+/// started (to send it signals while it runs).
+pub fn run_with_timeout_during(
+    mut cmd: Command,
+    timeout: Duration,
+    during: impl FnOnce(u32),
+) -> Run {
     let command = format!("{cmd:?}");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -424,6 +561,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
         .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
     let (out, out_thread) = spawn_reader(child.stdout.take().unwrap());
     let (err, err_thread) = spawn_reader(child.stderr.take().unwrap());
+    during(child.id());
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -480,6 +618,15 @@ pub fn memleak(args: &[&str]) -> Run {
     let mut cmd = Command::new(memleak_bin());
     cmd.args(args);
     run_with_timeout(cmd, RUN_TIMEOUT)
+}
+
+/// Runs `cmd`, which starts memleak (itself, or through a shell for a
+/// pipeline), as `memleak` does (as root, one memleak run at a time);
+/// `during` gets the PID of `cmd` once it has started.
+pub fn memleak_command(cmd: Command, during: impl FnOnce(u32)) -> Run {
+    require_root();
+    let _guard = memleak_lock();
+    run_with_timeout_during(cmd, RUN_TIMEOUT, during)
 }
 
 /// Runs `memleak --format json -T 1000 EXTRA... -- PROGRAM PROGRAM_ARGS...`.
@@ -954,7 +1101,7 @@ fn hex_field(obj: &Value, key: &str) -> Result<u64, String> {
 impl Frame {
     fn from_json(v: &Value) -> Result<Frame, String> {
         let method = str_field(v, "method")?;
-        if !["regs", "entry", "cfi", "fp"].contains(&method.as_str()) {
+        if !["regs", "entry", "cfi", "fp", "prologue", "scan"].contains(&method.as_str()) {
             return Err(format!("unknown unwind method {method:?} in {v}"));
         }
         Ok(Frame {
@@ -1292,7 +1439,8 @@ pub fn chain_mismatch(stack: &Stack, start: usize, chain: &[At<'_>]) -> Option<S
 /// aligned_alloc and memalign share one address).
 pub fn allocator_aliases(allocator: &str) -> &'static [&'static str] {
     match allocator {
-        "malloc" => &["malloc", "__libc_malloc", "__malloc"],
+        // musl: malloc is a weak alias of the static default_malloc.
+        "malloc" => &["malloc", "__libc_malloc", "__malloc", "default_malloc"],
         "calloc" => &["calloc", "__libc_calloc", "__calloc"],
         "realloc" => &["realloc", "__libc_realloc", "__realloc"],
         // glibc's reallocarray tail-calls realloc: frame 0 may be either.
@@ -1309,6 +1457,23 @@ pub fn allocator_aliases(allocator: &str) -> &'static [&'static str] {
         }
         "valloc" => &["valloc", "__libc_valloc", "__valloc"],
         other => panic!("no aliases known for allocator {other}"),
+    }
+}
+
+/// No frame of the report was found from a function's machine code
+/// (`prologue`) or by a scan of the stack (`scan`): where CFI covers every
+/// function on the stacks (x86_64 glibc and programs built with gcc), the
+/// unwinder needs neither.
+pub fn assert_no_code_fallbacks(report: &Report) {
+    for stack in &report.stacks {
+        for (i, f) in stack.frames.iter().enumerate() {
+            assert!(
+                f.method != "prologue" && f.method != "scan",
+                "frame #{i} was found by {:?} although CFI covers it:\n{}",
+                f.method,
+                stack.render()
+            );
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! End-to-end tests of the `memleak` binary.
 //!
 //! Each test builds small C/C++ programs from `examples/` and
-//! `tests/fixtures/src/` with gcc/g++, runs them under `memleak --format json`
-//! and compares the reports with ground truth the programs print themselves
+//! `tests/fixtures/src/` with gcc/g++ (and musl-gcc), runs them under
+//! `memleak --format json` and compares the reports with ground truth the
+//! programs print themselves
 //! (`EXPECT ...` lines on stderr), with the `/* CALL:... */` line markers in
 //! their sources and, for whole-program totals, with valgrind.
 //!
@@ -21,6 +22,7 @@ mod errors;
 mod filters;
 mod load;
 mod mmap;
+mod musl;
 mod sampling;
 mod static_link;
 mod tables;
