@@ -29,7 +29,7 @@ echo "== static builds (all targets)" >&2
 bin=$(awk '$1 == "x86_64-unknown-linux-musl" {print $2}' "$CARGO_TARGET_DIR/static-sizes.txt")
 # The static binary runs the demo too.
 gcc -O2 -g -fomit-frame-pointer -fno-inline -o "$CARGO_TARGET_DIR/leaky-static-check" examples/leaky.c
-$sudo "$bin" --format json -- "$CARGO_TARGET_DIR/leaky-static-check" 4 2>/dev/null \
+$sudo "$bin" --format json --output - -- "$CARGO_TARGET_DIR/leaky-static-check" 4 2>/dev/null \
     | grep -q '"function":"alloc_v3"' || { echo "static memleak did not report alloc_v3" >&2; exit 1; }
 echo "static memleak (x86_64): demo report OK"
 

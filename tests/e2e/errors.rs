@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use crate::common::*;
 
 /// Checks the error contract and returns the error line.
-fn assert_clean_error(run: &Run, must_mention: &[&str]) -> String {
+pub fn assert_clean_error(run: &Run, must_mention: &[&str]) -> String {
     assert!(
         !run.stderr.contains("panicked") && !run.stdout.contains("panicked"),
         "memleak panicked instead of reporting an error\n{}",

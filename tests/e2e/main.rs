@@ -23,6 +23,7 @@ mod filters;
 mod load;
 mod mmap;
 mod musl;
+mod real_use;
 mod sampling;
 mod static_link;
 mod tables;

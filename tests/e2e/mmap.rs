@@ -43,10 +43,12 @@ fn munmap_whole_head_tail_middle() {
     let sites = expect_lines(&run.stderr, "EXPECT_MMAP_SITE");
     assert_eq!(sites.len(), 4, "expected 4 sites\n{}", run.describe());
 
+    // With a command, the reports are on stderr.
     let last: Value = run
-        .stdout
+        .stderr
         .lines()
         .rev()
+        .filter(|l| l.starts_with(REPORT_PREFIX))
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
         .unwrap_or_else(|| panic!("no JSON report\n{}", run.describe()));
     let get = |k: &str| {

@@ -7,7 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use log::debug;
 use memleak_bpf::Kind;
 use memleak_unwind_arch::{parse_proc_maps, ElfFile};
@@ -208,27 +208,110 @@ fn note_searched(searched: &mut Vec<String>, path: &Path) {
     }
 }
 
+/// Whether two paths name the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// The files a program maps before its first instruction: itself, its
+/// interpreter, LD_PRELOAD and every library it needs (transitively), as
+/// far as they can be found, with what `mapped` already shows.
+fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathBuf> {
+    let dirs = search_dirs(exe, exe_path);
+    let mut files: Vec<PathBuf> = vec![exe_path.to_path_buf()];
+    files.extend(mapped.iter().map(PathBuf::from));
+    let mut seen = HashSet::new();
+    let mut queue: VecDeque<String> = VecDeque::new();
+    if let Ok(preload) = std::env::var("LD_PRELOAD") {
+        queue.extend(
+            preload
+                .split([' ', ':'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    queue.extend(exe.needed_libraries());
+    queue.extend(exe.interpreter());
+    while let Some(name) = queue.pop_front() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some((path, lib)) = resolve(&name, exe, mapped, &dirs) {
+            queue.extend(lib.needed_libraries());
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Finds the allocator of the process whose executable is `exe_path`;
-/// `maps` is the text of its `/proc/PID/maps`, when it is running.
+/// `maps` is the text of its `/proc/PID/maps`. `running` is the PID of a
+/// process memleak attaches to (None: a command stopped at its exec).
 pub fn find(
     exe_path: &Path,
     maps: Option<&str>,
+    running: Option<i32>,
     obj: Option<&Path>,
     prefix: &str,
     mmap: bool,
 ) -> Result<Allocator> {
+    let mapped: Vec<String> = maps
+        .map(|m| parse_proc_maps(m).into_iter().map(|e| e.path).collect())
+        .unwrap_or_default();
     if let Some(obj) = obj {
+        let meta = std::fs::metadata(obj).map_err(|e| anyhow!("-O {}: {e}", obj.display()))?;
+        if meta.is_dir() {
+            bail!(
+                "-O {}: is a directory; name the allocator's library file",
+                obj.display()
+            );
+        }
+        if !meta.is_file() {
+            bail!("-O {}: not a regular file", obj.display());
+        }
         let lib = ElfFile::open(&obj.to_string_lossy())?;
         let probes = probe_points(&lib, obj, prefix, mmap)?;
+        // A library the process does not load has no calls to see: the
+        // report would be empty, and say nothing of why. This is an error,
+        // not a warning: allocators come linked (DT_NEEDED), preloaded or
+        // built into the program. One that only a dlopen brings in serves
+        // the calls of that library alone (the program's own calls bind to
+        // the allocator loaded at start) and cannot own the blocks allocated
+        // before it came, and a traced command is checked before any of its
+        // libraries is mapped; such a library is traced by attaching with
+        // -p once it is loaded, which this check then accepts.
+        let loaded = match running {
+            Some(_) => mapped.iter().any(|m| same_file(Path::new(m), obj)),
+            None => {
+                let exe = ElfFile::open(&exe_path.to_string_lossy())?;
+                startup_files(exe_path, &exe, &mapped)
+                    .iter()
+                    .any(|f| same_file(f, obj))
+            }
+        };
+        if !loaded {
+            match running {
+                Some(pid) => bail!(
+                    "-O {}: process {pid} has not loaded it, so it sees no allocation (a library loaded later with dlopen can be named once it is loaded)",
+                    obj.display()
+                ),
+                None => bail!(
+                    "-O {}: {} does not load it at start (it is not the program, its interpreter, LD_PRELOAD or a library the program needs), so it would see no allocation (a library loaded later with dlopen: attach with -p once it is loaded)",
+                    obj.display(),
+                    exe_path.display()
+                ),
+            }
+        }
         return Ok(Allocator {
             path: obj.to_path_buf(),
             probes,
         });
     }
     let exe = ElfFile::open(&exe_path.to_string_lossy())?;
-    let mapped: Vec<String> = maps
-        .map(|m| parse_proc_maps(m).into_iter().map(|e| e.path).collect())
-        .unwrap_or_default();
     let malloc = format!("{prefix}malloc");
     if exe.find_function(&malloc).is_some() {
         let probes = probe_points(&exe, exe_path, prefix, mmap)?;

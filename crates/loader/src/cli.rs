@@ -24,7 +24,20 @@ outstanding allocations every INTERVAL seconds (default 5) and a final
 report on Ctrl-C or when the process exits. With a command, it traces the
 command from its first allocation and prints the final report (what is still
 allocated) when the command exits; INTERVAL adds periodic reports. COUNT
-stops after that many reports.
+stops after that many reports. INTERVAL is 1 to 4294967295 seconds, COUNT
+at least 1.
+
+Reports go to stdout with -p, to stderr with a command (never into the
+command's own stdout), or to the file --output names.
+
+Exit status: with a command, memleak exits with the command's status (128 +
+the signal number when a signal killed it, as shells do); 1 when memleak
+itself fails, 2 for bad options. SIGINT, SIGTERM and SIGHUP end tracing with
+the final report: with -p memleak detaches and exits 0; with a command that
+still runs, memleak kills it (SIGKILL) after the report and exits with 128 +
+the number of the signal memleak received (130 for Ctrl-C); after COUNT
+reports, a command still running is killed and memleak exits 0. Stopping
+and continuing memleak (Ctrl-Z, fg, strace) never ends the run.
 
 OPTIONS:
     -p, --pid PID            Trace the running process PID
@@ -40,7 +53,13 @@ OPTIONS:
                              resolves malloc to: libc, jemalloc, or the program)
     -S, --symbol-prefix P    Allocator symbol prefix, e.g. je_ for je_malloc
         --mmap               Also track mmap/munmap, as a separate category
-        --format FORMAT      text or json (one JSON object per report, on stdout)
+        --format FORMAT      text or json (one JSON object per line and report)
+        --output FILE        Write the reports to FILE (created or truncated;
+                             `-` is stdout). Each report replaces FILE whole
+                             (written beside it, then renamed), so a reader
+                             sees every report before it complete, never half
+                             of one; a FIFO or device gets each report with
+                             one write
         --stack-bytes N      User stack bytes copied per allocation [default: 8192]
         --max-frames N       Deepest stack unwound [default: 64]
         --unwind MODE        auto (CFI; else the function's code: prologue
@@ -101,6 +120,8 @@ pub struct Options {
     pub symbol_prefix: String,
     pub mmap: bool,
     pub format: Format,
+    /// `--output`: None for the default stream, `-` for stdout.
+    pub output: Option<PathBuf>,
     pub stack_bytes: u32,
     pub max_frames: usize,
     pub unwind: UnwindMode,
@@ -115,7 +136,7 @@ pub struct Options {
 }
 
 pub enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
     Version,
 }
@@ -146,6 +167,9 @@ fn read_helper(v: &str) -> Result<Choice<UserRead>> {
         other => bail!("invalid --read-helper `{other}`: use auto, user or legacy"),
     })
 }
+
+/// The longest INTERVAL, in seconds.
+pub const MAX_INTERVAL: u64 = u32::MAX as u64;
 
 /// A BPF map size: at least 16 entries, at most 2^26.
 fn table_size(v: OsString, what: &str) -> Result<u32> {
@@ -184,6 +208,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         symbol_prefix: String::new(),
         mmap: false,
         format: Format::Text,
+        output: None,
         stack_bytes: 8192,
         max_frames: 64,
         unwind: UnwindMode::Auto,
@@ -246,6 +271,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
                     "json" => Format::Json,
                     other => bail!("invalid --format `{other}`: use text or json"),
                 }
+            }
+            Long("output") => {
+                let v = p.value()?;
+                if v.is_empty() {
+                    bail!("--output needs a file name (or `-` for stdout)");
+                }
+                o.output = Some(PathBuf::from(v));
             }
             Long("stack-bytes") => {
                 let n: u32 = number(p.value()?, "--stack-bytes")?;
@@ -314,8 +346,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     }
     o.interval = positional.first().copied();
     o.count = positional.get(1).copied();
-    if o.interval == Some(0) {
-        bail!("INTERVAL must be at least 1 second");
+    // Validated here, so that no later sum of instants and durations can
+    // overflow: 2^32 - 1 seconds (136 years) is beyond every real use.
+    if let Some(i) = o.interval {
+        if !(1..=MAX_INTERVAL).contains(&i) {
+            bail!("INTERVAL `{i}` must be between 1 and {MAX_INTERVAL} seconds");
+        }
+    }
+    if o.count == Some(0) {
+        bail!("COUNT must be at least 1");
     }
     if o.min_size > o.max_size {
         bail!("--min-size is larger than --max-size");
@@ -326,5 +365,37 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),
     };
-    Ok(Parsed::Run(o))
+    Ok(Parsed::Run(Box::new(o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Options> {
+        let argv = std::iter::once("memleak").chain(args.iter().copied());
+        match parse(argv.map(OsString::from))? {
+            Parsed::Run(o) => Ok(*o),
+            _ => panic!("not a run"),
+        }
+    }
+
+    #[test]
+    fn interval_and_count_are_bounded() {
+        let err = |args: &[&str]| format!("{:#}", parse_args(args).unwrap_err());
+        assert!(err(&["9223372036854775807", "--", "true"]).contains("between 1 and 4294967295"));
+        assert!(err(&["4294967296", "--", "true"]).contains("between 1 and 4294967295"));
+        assert!(err(&["0", "--", "true"]).contains("between 1 and 4294967295"));
+        assert!(err(&["1", "0", "--", "true"]).contains("COUNT must be at least 1"));
+        let o = parse_args(&["4294967295", "18446744073709551615", "--", "true"]).unwrap();
+        assert_eq!((o.interval, o.count), (Some(MAX_INTERVAL), Some(u64::MAX)));
+    }
+
+    #[test]
+    fn output_is_long_only() {
+        let o = parse_args(&["--output", "r.json", "-o", "5", "--", "true"]).unwrap();
+        assert_eq!(o.output, Some(PathBuf::from("r.json")));
+        assert_eq!(o.older_ms, 5);
+        assert!(parse_args(&["--output", "", "--", "true"]).is_err());
+    }
 }

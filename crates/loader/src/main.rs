@@ -14,15 +14,15 @@ mod books;
 mod cli;
 mod events;
 mod features;
+mod output;
 mod probes;
 mod process;
 mod report;
 mod rules;
 mod tracker;
 
-use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -33,13 +33,15 @@ use memleak_unwind_arch::{AnyUnwinder, ElfFile};
 use crate::books::Books;
 use crate::cli::{Options, Parsed, Target};
 use crate::events::{EventSource, PerfBufferSource, RingBufferSource};
-use crate::process::ChildState;
+use crate::output::{Output, Written};
+use crate::process::{ChildExit, ChildState};
 use crate::tracker::Tracker;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that asked memleak to stop (0: none yet).
+static STOP: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    STOP.store(sig, Ordering::SeqCst);
 }
 
 fn install_signal_handlers() -> Result<()> {
@@ -49,7 +51,10 @@ fn install_signal_handlers() -> Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+    // SIGHUP too: a closed terminal or ssh session ends the run with its
+    // report, like Ctrl-C. Stop signals (SIGTSTP, SIGSTOP) keep their
+    // default: the run goes on after SIGCONT.
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic.
         unsafe { sigaction(sig, &act) }.context("installing signal handlers")?;
     }
@@ -73,15 +78,6 @@ fn init_logging(verbose: u8) {
     let _ = b.try_init();
 }
 
-/// Writes a report to stdout; a closed pipe ends the program quietly.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        r => r.context("writing the report"),
-    }
-}
-
 /// Handles every record available now (none waited for beyond `timeout`).
 fn pump(
     source: &mut dyn EventSource,
@@ -103,8 +99,27 @@ fn settle(source: &mut dyn EventSource, tracker: &mut Tracker, books: &Books) ->
     pump(source, tracker, books, Duration::ZERO)
 }
 
-fn run(opts: Options) -> Result<()> {
+/// Why tracing ended.
+#[derive(Clone, Copy)]
+enum End {
+    /// The command ended (with -- CMD).
+    Exited(ChildExit),
+    /// The process of -p ended.
+    PidExited,
+    /// SIGINT, SIGTERM or SIGHUP.
+    Interrupted(i32),
+    /// COUNT reports were written, or the reader of the reports went away.
+    Done,
+}
+
+/// Traces as `opts` says and returns memleak's exit status: with a command,
+/// the command's (see `--help`: "Exit status").
+fn run(opts: Options) -> Result<u8> {
     probes::preflight()?;
+    let mut output = Output::open(
+        opts.output.as_deref(),
+        matches!(opts.target, Target::Command(_)),
+    )?;
     let (pid, exe, child) = match &opts.target {
         Target::Pid(pid) => (*pid, process::check_pid(*pid)?, None),
         Target::Command(cmd) => {
@@ -116,6 +131,10 @@ fn run(opts: Options) -> Result<()> {
     let alloc = allocator::find(
         &exe,
         maps.as_deref(),
+        match opts.target {
+            Target::Pid(p) => Some(p),
+            Target::Command(_) => None,
+        },
         opts.obj.as_deref(),
         &opts.symbol_prefix,
         opts.mmap,
@@ -189,10 +208,11 @@ fn run(opts: Options) -> Result<()> {
         (Target::Pid(_), None) => Some(Duration::from_secs(5)),
         (Target::Command(_), None) => None,
     };
-    let mut next_report = interval.map(|i| Instant::now() + i);
+    // INTERVAL is bounded by the options (136 years): no overflow here.
+    let mut next_report = interval.and_then(|i| Instant::now().checked_add(i));
     let mut reports = 0u64;
-    let report =
-        |tracker: &mut Tracker, source: &mut dyn EventSource, is_final: bool| -> Result<()> {
+    let mut report =
+        |tracker: &mut Tracker, source: &mut dyn EventSource, is_final: bool| -> Result<Written> {
             settle(source, tracker, &books)?;
             tracker.snapshot(&books, opts.mmap)?;
             let losses = report::losses(
@@ -207,21 +227,22 @@ fn run(opts: Options) -> Result<()> {
                     losses.lost_events
                 );
             }
-            emit(&report::render(tracker, &opts, &losses, is_final, pid))
+            output.write(&report::render(tracker, &opts, &losses, is_final, pid))
         };
-    loop {
+    let end = loop {
         pump(
             source.as_mut(),
             &mut tracker,
             &books,
             Duration::from_millis(50),
         )?;
-        if STOP.load(Ordering::SeqCst) {
-            info!("interrupted: final report");
-            break;
+        let sig = STOP.load(Ordering::SeqCst);
+        if sig != 0 {
+            info!("interrupted by signal {sig}: final report");
+            break End::Interrupted(sig);
         }
         match child {
-            Some(c) => match process::poll_child(c) {
+            Some(c) => match process::poll_child(c)? {
                 ChildState::Running => {}
                 ChildState::Exiting => {
                     // Memory is still mapped: take in what is pending and
@@ -233,14 +254,14 @@ fn run(opts: Options) -> Result<()> {
                 ChildState::Exited(how) => {
                     tracker.process_exited();
                     info!("{} {how}", exe.display());
-                    break;
+                    break End::Exited(how);
                 }
             },
             None => {
                 if !process::alive(pid) {
                     tracker.process_exited();
                     info!("process {pid} exited");
-                    break;
+                    break End::PidExited;
                 }
             }
         }
@@ -250,17 +271,57 @@ fn run(opts: Options) -> Result<()> {
                 let last = opts.count.is_some_and(|c| reports >= c);
                 tracker.refresh_modules();
                 tracker.forget_unmapped_rules(&books);
-                report(&mut tracker, source.as_mut(), last)?;
-                if last {
-                    log::debug!("rule cache: {:?}", tracker.cache_stats());
-                    return Ok(());
+                let written = report(&mut tracker, source.as_mut(), last)?;
+                if last || written == Written::Closed {
+                    break End::Done;
                 }
-                next_report = Some(at + iv);
+                // A run stopped (SIGSTOP) for longer than the interval
+                // catches up with one report, not one per missed interval.
+                let mut next = at.checked_add(iv);
+                while let Some(n) = next.filter(|n| *n <= Instant::now()) {
+                    next = n.checked_add(iv);
+                }
+                next_report = next;
             }
         }
-    }
+    };
     log::debug!("rule cache: {:?}", tracker.cache_stats());
-    report(&mut tracker, source.as_mut(), true)
+    if !matches!(end, End::Done) {
+        report(&mut tracker, source.as_mut(), true)?;
+    }
+    drop(probes);
+    // With a command: its status. One that still runs (memleak was
+    // interrupted, or wrote its COUNT reports) is killed: memleak started it
+    // and does not leave it running untraced.
+    let killed = match (end, child) {
+        (End::Interrupted(_) | End::Done, Some(c)) => Some(process::kill(c)?),
+        _ => None,
+    };
+    if let Some(how) = killed {
+        info!("{} {how} (by memleak)", exe.display());
+    }
+    Ok(match end {
+        End::Exited(how) => how.status(),
+        End::Interrupted(sig) if child.is_some() => 128u8.wrapping_add(sig as u8),
+        End::Interrupted(_) | End::PidExited | End::Done => 0,
+    })
+}
+
+/// An error and its causes on one line; a cause that repeats the end of
+/// the message before it (an OS error quoted by its wrapper) is left out.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn main() -> ExitCode {
@@ -280,14 +341,13 @@ fn main() -> ExitCode {
             println!("memleak {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Parsed::Run(o) => o,
+        Parsed::Run(o) => *o,
     };
     init_logging(opts.verbose);
     match run(opts) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!("error: {}", msg.replace('\n', " "));
+            eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -22,9 +22,7 @@ pub fn check_pid(pid: i32) -> Result<PathBuf> {
         Some(libc::ENOENT) => {
             anyhow!("process {pid} has no executable (a kernel thread, or it exited)")
         }
-        Some(libc::EACCES) | Some(libc::EPERM) => {
-            anyhow!("cannot inspect process {pid}: permission denied (run as root)")
-        }
+        Some(libc::EACCES) | Some(libc::EPERM) => denied(pid),
         _ => anyhow!("cannot inspect process {pid}: {e}"),
     })?;
     let exe_str = exe.to_string_lossy();
@@ -34,6 +32,41 @@ pub fn check_pid(pid: i32) -> Result<PathBuf> {
         return Ok(proc.join("exe"));
     }
     Ok(exe)
+}
+
+/// Why the kernel refused to show `/proc/PID/exe`: reading it takes the
+/// kernel's ptrace access check. Without CAP_SYS_PTRACE, a process of
+/// another user, or one holding capabilities memleak lacks, is refused:
+/// root (or CAP_SYS_PTRACE) is the answer. CAP_SYS_PTRACE counts only in
+/// memleak's user namespace: from a container's, processes outside it stay
+/// out of reach. Otherwise the capability checks pass, and the refusal came
+/// from a security module (Landlock, SELinux, AppArmor, Yama, a BPF LSM)
+/// that protects the process from memleak, e.g. a sandbox memleak runs in
+/// and the process is outside of: running as root does not help there.
+fn denied(pid: i32) -> anyhow::Error {
+    // CapEff bit 19: CAP_SYS_PTRACE.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let has_ptrace = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 19) != 0);
+    // The initial user namespace maps all 2^32 - 1 IDs from 0.
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let initial_ns = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    if !has_ptrace {
+        anyhow!(
+            "cannot inspect process {pid}: permission denied (it belongs to another user or holds more privileges: run memleak as root)"
+        )
+    } else if !initial_ns {
+        anyhow!(
+            "cannot inspect process {pid}: memleak runs in a user namespace (a container) and the process is outside of it; run memleak outside the container"
+        )
+    } else {
+        anyhow!(
+            "cannot inspect process {pid}: a security module (Landlock, SELinux, AppArmor, Yama or a BPF LSM) denies it although memleak has CAP_SYS_PTRACE, so root does not help (is memleak in a sandbox the process is outside of?)"
+        )
+    }
 }
 
 /// Finds `cmd` like execvp would.
@@ -90,12 +123,17 @@ pub fn spawn_stopped(cmd: &[OsString]) -> Result<(Pid, PathBuf)> {
         }
         ForkResult::Parent { child } => {
             drop(wr);
-            let status = waitpid(child, None).context("waiting for the command to start")?;
+            let status = wait(child, None).context("waiting for the command to start")?;
             let mut buf = [0u8; 4];
-            let n = nix::unistd::read(&rd, &mut buf).unwrap_or(0);
+            let n = loop {
+                match nix::unistd::read(&rd, &mut buf) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    r => break r.unwrap_or(0),
+                }
+            };
             if n == 4 {
                 let errno = i32::from_ne_bytes(buf);
-                let _ = waitpid(child, None);
+                let _ = wait(child, None);
                 bail!(
                     "cannot run {}: {}",
                     program.display(),
@@ -119,21 +157,57 @@ pub fn spawn_stopped(cmd: &[OsString]) -> Result<(Pid, PathBuf)> {
     }
 }
 
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildExit {
+    Code(i32),
+    Signal(Signal),
+}
+
+impl ChildExit {
+    /// The status a shell would give: the exit code, or 128 + the signal.
+    pub fn status(self) -> u8 {
+        match self {
+            ChildExit::Code(c) => (c & 0xff) as u8,
+            ChildExit::Signal(s) => 128u8.wrapping_add(s as i32 as u8),
+        }
+    }
+}
+
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildExit::Code(c) => write!(f, "exited with status {c}"),
+            ChildExit::Signal(s) => write!(f, "killed by {s}"),
+        }
+    }
+}
+
 /// What the command did since the last look.
 pub enum ChildState {
     Running,
     /// Stopped at its exit: memory still mapped. Continue with `resume`.
     Exiting,
-    Exited(String),
+    Exited(ChildExit),
+}
+
+/// `waitpid`, retried when a signal interrupts it.
+fn wait(pid: Pid, flags: Option<WaitPidFlag>) -> nix::Result<WaitStatus> {
+    loop {
+        match waitpid(pid, flags) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
 }
 
 /// Polls the traced command without blocking; forwards its signals.
-pub fn poll_child(pid: Pid) -> ChildState {
+pub fn poll_child(pid: Pid) -> Result<ChildState> {
     loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::StillAlive) => return ChildState::Running,
+        match wait(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => return Ok(ChildState::Running),
             Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == libc::PTRACE_EVENT_EXIT => {
-                return ChildState::Exiting
+                return Ok(ChildState::Exiting)
             }
             Ok(WaitStatus::PtraceEvent(p, _, _)) => {
                 let _ = ptrace::cont(p, None);
@@ -143,14 +217,25 @@ pub fn poll_child(pid: Pid) -> ChildState {
                 let _ = ptrace::cont(p, Some(sig));
             }
             Ok(WaitStatus::Exited(_, code)) => {
-                return ChildState::Exited(format!("exited with status {code}"))
+                return Ok(ChildState::Exited(ChildExit::Code(code)))
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return ChildState::Exited(format!("killed by {sig}"))
+                return Ok(ChildState::Exited(ChildExit::Signal(sig)))
             }
             Ok(_) => continue,
-            Err(nix::errno::Errno::ECHILD) => return ChildState::Exited("gone".to_string()),
-            Err(_) => return ChildState::Running,
+            Err(e) => bail!("waiting for the command (pid {pid}): {e}"),
+        }
+    }
+}
+
+/// Kills the command (SIGKILL) and waits for it to be gone.
+pub fn kill(pid: Pid) -> Result<ChildExit> {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    loop {
+        match poll_child(pid)? {
+            ChildState::Exited(how) => return Ok(how),
+            ChildState::Exiting => resume(pid),
+            ChildState::Running => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
     }
 }

@@ -143,17 +143,25 @@ impl super::EventSource for Reader {
 
     fn sync(&mut self) -> Result<()> {
         let want = self.sync_req.fetch_add(1, Ordering::SeqCst) + 1;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+        // Up to 10 s of waiting; time memleak spent stopped (SIGSTOP, a
+        // debugger) does not count: each wait counts for at most its tick.
+        let tick = Duration::from_millis(250);
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(10) {
+            let started = Instant::now();
+            match self.rx.recv_timeout(tick) {
                 Ok(Msg::Synced(n)) if n >= want => return Ok(()),
                 Ok(Msg::Synced(_)) => {}
                 Ok(Msg::Record(r)) => self.backlog.push_back(r),
                 Ok(Msg::Failed(e)) => return Err(anyhow!("reading events: {e}")),
-                Err(_) => return Err(anyhow!("the event reader did not answer")),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(anyhow!("the event reader stopped"))
+                }
             }
+            waited += started.elapsed().min(tick);
         }
+        Err(anyhow!("the event reader did not answer"))
     }
 
     fn lost(&self) -> u64 {
