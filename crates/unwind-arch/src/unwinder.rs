@@ -131,9 +131,9 @@ pub(crate) enum Found {
 /// How many stack slots a scan looks at (from the frame's sp upwards).
 const SCAN_WORDS: u64 = 512;
 
-/// The walk ends in the process's first function: `_start` sets up the
-/// stack itself (it realigns sp), and its caller's return address is not on
-/// the stack.
+/// The walk ends in the process's first function: `_start` (`__start` on
+/// mips) sets up the stack itself (it realigns sp), and its caller's return
+/// address is not on the stack.
 const OUTERMOST: UnwindRule = UnwindRule {
     cfa: crate::rule::CfaRule::RegOffset(crate::rule::Reg::Sp, 0),
     ra: crate::rule::RegRule::Undefined,
@@ -207,7 +207,7 @@ impl<A: Arch> Unwinder<A> {
                 UnwindMode::Auto => {
                     if m.elf
                         .find_symbol(svma)
-                        .is_some_and(|(name, _)| name == "_start")
+                        .is_some_and(|(name, _)| matches!(name, "_start" | "__start"))
                     {
                         Found::Rule(OUTERMOST, Method::Prologue)
                     } else {
@@ -436,13 +436,26 @@ impl<A: Arch> Unwinder<A> {
                                 None => return StackEnd::Outermost,
                             }
                         }
-                        None => {
-                            log(None, true);
-                            match self.scan(&regs, stack, modules) {
-                                Some(next) => (next, Method::Scan),
-                                None => return StackEnd::NoUnwindInfo,
+                        None => match self.scan(&regs, stack, modules) {
+                            Some(next) => {
+                                log(None, true);
+                                (next, Method::Scan)
                             }
-                        }
+                            None => {
+                                // Nothing to scan to (typically the stack's
+                                // first function, below argv): the walk ends
+                                // here, now and on every later stack through
+                                // this pc (the kernel caches that too), so the
+                                // two walks agree.
+                                if let Some(m) = modules.find(lookup) {
+                                    if let Some(svma) = m.avma_to_svma(lookup) {
+                                        self.cache.insert(m.elf.id(), svma, Found::None);
+                                    }
+                                }
+                                log(None, false);
+                                return StackEnd::NoUnwindInfo;
+                            }
+                        },
                     }
                 }
             };
