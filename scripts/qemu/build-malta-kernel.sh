@@ -7,7 +7,7 @@
 # `VERSION file PATH` on a Malta target (targets/mips.toml); the endianness
 # is the target's.
 #
-# Usage: scripts/qemu/build-malta-kernel.sh [--config-only] be|le [VERSION] [OUT_DIR]
+# Usage: scripts/qemu/build-malta-kernel.sh [--config-only] [--flavour FLAVOUR] be|le [VERSION] [OUT_DIR]
 #   be|le: big endian (qemu-system-mips) or little endian (qemu-system-mipsel).
 #   VERSION: 6.1 (bookworm's linux-source-6.1, the default) or 5.10
 #   (bullseye's linux-source-5.10, the kernel of many routers in the field).
@@ -19,6 +19,14 @@
 #   OUT_DIR/config-<version>-malta-<be|le>, prints the vmlinux path last and
 #   logs the build time.
 #   --config-only stops after writing the config (seconds instead of minutes).
+#   --flavour no-bpf-events: the same recipe without uprobe and kprobe events
+#   (UPROBE_EVENTS, KPROBE_EVENTS, KPROBES off), so without BPF_EVENTS
+#   (which has no prompt: it is on whenever BPF_SYSCALL, PERF_EVENTS and
+#   kprobe or uprobe events are), as in OpenWrt's stock images; BPF syscall,
+#   perf events and debugfs stay (FTRACE too, but with no tracer or probe
+#   events left TRACING goes, and tracefs with it). For the matrix's
+#   expected-error row (`VERSION build malta no-bpf-events`). Its files and
+#   build tree carry the flavour: vmlinux-<version>-malta-<be|le>-no-bpf-events.gz.
 #
 # The recipe (lean, for a cold cache in CI): malta_defconfig without any of
 # its modular drivers (with MODULES off, every `=m` would be built in: file
@@ -41,12 +49,24 @@ cache=${MEMLEAK_QEMU_CACHE:-$HOME/.cache/memleak/qemu}
 log() { echo "build-malta-kernel: $*" >&2; }
 # shellcheck source=scripts/qemu/debian.sh
 . "$here/debian.sh"
-usage() { log "usage: build-malta-kernel.sh [--config-only] be|le [6.1|5.10] [OUT_DIR]"; exit 2; }
+usage() { log "usage: build-malta-kernel.sh [--config-only] [--flavour no-bpf-events] be|le [6.1|5.10] [OUT_DIR]"; exit 2; }
 config_only=0
-if [ "${1:-}" = --config-only ]; then
-    config_only=1
-    shift
-fi
+flavour=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --config-only) config_only=1; shift ;;
+    --flavour)
+        [ $# -ge 2 ] || usage
+        flavour=$2
+        shift 2
+        ;;
+    *) break ;;
+    esac
+done
+case "$flavour" in
+"" | no-bpf-events) ;;
+*) log "unknown flavour '$flavour' (no-bpf-events)"; exit 2 ;;
+esac
 case "${1:-}" in
 be) endian=be cross=mips-linux-gnu- ;;
 le) endian=le cross=mipsel-linux-gnu- ;;
@@ -86,8 +106,9 @@ srcver=$pkg_ver
 debs=$pkg_dir
 tarball=$(find "$debs/usr/src" -maxdepth 1 -name "linux-source-$series.tar.*" | head -1)
 [ -n "$tarball" ] || { log "no linux-source-$series.tar.* in linux-source-$series $srcver"; exit 1; }
-# One tree per byte order: switching the config in one tree rebuilds it all.
-build=$cache/build/malta-kernel/$srcver-$endian
+# One tree per byte order and flavour: switching the config in one tree
+# rebuilds it all.
+build=$cache/build/malta-kernel/$srcver-$endian${flavour:+-$flavour}
 src=$build/linux-source-$series
 if [ ! -f "$build/.extracted" ]; then
     log "extracting $tarball ($srcver)"
@@ -133,27 +154,42 @@ cfg=(scripts/config --file "$src/.config")
     --disable EXT4_FS --disable EXT3_FS --disable EXT2_FS --disable XFS_FS --disable REISERFS_FS \
     --disable JFS_FS --disable BTRFS_FS --disable NFS_FS --disable NFSD --disable CIFS \
     --disable FB --disable VT --disable INPUT_KEYBOARD --disable INPUT_MOUSE)
+if [ "$flavour" = no-bpf-events ]; then
+    # BPF_EVENTS follows (no prompt of its own).
+    (cd "$src" && "${cfg[@]}" --disable UPROBE_EVENTS --disable KPROBE_EVENTS --disable KPROBES \
+        --disable BPF_EVENTS)
+fi
 make_k -s olddefconfig
 
 # olddefconfig drops what has unmet dependencies: check what the tests need.
 # (NET stays: libbpf probes features with socket-filter programs, and
 # net.core.bpf_jit_enable lives under it.)
 if [ $endian = be ]; then need=(CPU_BIG_ENDIAN); else need=(CPU_LITTLE_ENDIAN); fi
-need+=(NET BPF_SYSCALL BPF_EVENTS UPROBES UPROBE_EVENTS PERF_EVENTS FTRACE DEBUG_FS
+need+=(NET BPF_SYSCALL PERF_EVENTS FTRACE DEBUG_FS
        BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE)
+off=(MODULES)
+if [ "$flavour" = no-bpf-events ]; then
+    off+=(BPF_EVENTS UPROBE_EVENTS KPROBE_EVENTS)
+else
+    need+=(BPF_EVENTS UPROBES UPROBE_EVENTS)
+fi
 bad=()
 for o in "${need[@]}"; do grep -qx "CONFIG_$o=y" "$src/.config" || bad+=("$o"); done
-if grep -qx 'CONFIG_MODULES=y' "$src/.config"; then bad+=("MODULES (should be off)"); fi
+for o in "${off[@]}"; do
+    if grep -qx "CONFIG_$o=y" "$src/.config"; then bad+=("$o (should be off)"); fi
+done
 if [ ${#bad[@]} -gt 0 ]; then
-    log "the config lacks: ${bad[*]}"
+    log "the config is wrong: ${bad[*]}"
     exit 1
 fi
-for o in KPROBES KPROBE_EVENTS; do
-    grep -qx "CONFIG_$o=y" "$src/.config" || log "note: CONFIG_$o is not set (not needed)"
-done
+if [ -z "$flavour" ]; then
+    for o in KPROBES KPROBE_EVENTS; do
+        grep -qx "CONFIG_$o=y" "$src/.config" || log "note: CONFIG_$o is not set (not needed)"
+    done
+fi
 
 version=$(make_k -s kernelversion)
-name=$version-malta-$endian
+name=$version-malta-$endian${flavour:+-$flavour}
 mkdir -p "$out"
 cp "$src/.config" "$out/config-$name"
 if [ $config_only -eq 1 ]; then

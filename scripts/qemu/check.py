@@ -6,7 +6,8 @@ lines:  ==MLQ== BEGIN <step> <stream> ... ==MLQ== END <step> <stream>,
 ==MLQ== RC <step> <code>, ==MLQ== T <step> <uptime>, ==MLQ== DONE.
 
 Steps: info; dyn and static (memleak --format json -- /leaky-{dyn,static} 6 0);
-attach (memleak -v -v --format json -p PID 1 2 on /leaky-dyn 40 100); badpid
+attach (memleak -v -v --format json -p PID 1 2 on /leaky-dyn 600 100, stopped
+after); badpid
 (memleak -p 99999); verify (memleak --verify-unwind --format json --
 /leaky-dyn 20 30); fallback (memleak -v -v --events perfbuf --read-helper
 legacy --format json -- /leaky-dyn 6 0); kernel (dmesg). A failed memleak
@@ -15,8 +16,18 @@ shown here when a check fails. The -v -v logs of attach and fallback have
 the verifier's statistics of each BPF program ("[DEBUG verifier] walk_stack:
 processed N insns ...") and the load time, which are printed.
 
+Expected-error mode (--expect-error TEXT; the guest booted with
+mlq.expect=error, on a kernel that must refuse memleak): steps errcmd
+(memleak -- /leaky-dyn 6 0), errcmd.verbose (the same with -v, for the log)
+and errpid (memleak -p PID 1 2 on /leaky-dyn 600 100). Each of errcmd and
+errpid must exit non-zero (not by a signal or a Rust panic), with exactly one
+`error:` line on stderr that contains TEXT and nothing else there, and no
+panic or backtrace; when TEXT is a CONFIG_ option and the kernel's .config
+is known, that option must be off in it; when TEXT is a version (a kernel
+floor), the guest's kernel must be older.
+
 Usage: check.py --target NAME --source examples/leaky.c [--kernel-config FILE]
-                [--summary FILE] LOG
+                [--expect-error TEXT] [--summary FILE] LOG
 Prints one line per check, details for failed ones, and exits 1 if any failed.
 --summary writes shell assignments for run's table: release (uname -r), btf,
 jit (JIT, interpreter, or no JIT in kernel), events (the event transport
@@ -24,7 +35,8 @@ memleak -v names; ringbuf when it names none), checks, reason (why the
 first failing step failed), walk_insns, walk_states, load_s (walk_stack's
 verifier statistics and the BPF object's load time in the attach run, "-"
 when its log has none) and verifier (one line with those of both -v -v
-runs). --kernel-config (the kernel's .config, when the
+runs); in expected-error mode also mode=expect-error and error (memleak's
+`error:` line). --kernel-config (the kernel's .config, when the
 host has it) tells a kernel whose JIT is for classic BPF only.
 """
 
@@ -40,6 +52,11 @@ CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
 MALLOC_NAMES = {"malloc", "__libc_malloc"}
 # The memleak runs, in the order of the guest's steps.
 STEPS = ["dyn", "static", "attach", "badpid", "verify", "fallback"]
+# Those of the expected-error mode (errcmd.verbose is for the log only).
+ERROR_STEPS = ["errcmd", "errpid"]
+# What must not appear when memleak refuses a kernel.
+CRASH = re.compile(r"panicked at|stack backtrace|RUST_BACKTRACE|Segmentation fault|"
+                   r"core dumped|Aborted", re.I)
 # The variant the fallback run forces, as memleak -v names it.
 FALLBACK_VARIANT = "perf buffer, bpf_probe_read"
 # The BPF program whose verifier statistics the table shows.
@@ -119,7 +136,7 @@ def call_lines(source):
 
 
 def reports(lines):
-    """The JSON report objects among stdout lines."""
+    """The JSON report objects among output lines (one object per line)."""
     out = []
     for line in lines:
         s = line.strip()
@@ -240,11 +257,13 @@ def leak_run(c, step, sec, rcs, want):
 
     c.step_logs(logs)
     c.check(rc == 0, "%s: memleak exit code 0" % step, ["exit code %s" % rc])
-    reps = reports(out)
+    # With a command, memleak writes its reports to stdout (older builds)
+    # or to stderr (the command's stdout stays its own): read both.
+    reps = reports(out + err)
     final = reps[-1] if reps else None
     ok = final is not None and final.get("final") is True
     c.check(ok, "%s: final JSON report" % step,
-            ["no final JSON report on stdout; stdout:"] + tail(out, 10))
+            ["no final JSON report on stdout or stderr; stdout:"] + tail(out, 10))
     stacks = final.get("stacks", []) if final else []
     chain = [s for s in stacks if is_chain(s)]
     c.check(chain, "%s: stack malloc <- alloc_v3 <- alloc_v2 <- alloc_v1 <- main" % step,
@@ -325,7 +344,7 @@ def verify_run(c, sec, rcs, want):
         c.note(step, "--verify-unwind rejected by this memleak")
     leak_run(c, step, sec, rcs, want)
     final = None
-    for r in reports(sec.get((step, "stdout"), [])):
+    for r in reports(sec.get((step, "stdout"), []) + sec.get((step, "stderr"), [])):
         final = r
     losses = final.get("losses") if isinstance(final, dict) else None
     shown = ["losses=%s" % (json.dumps(losses) if losses is not None else
@@ -383,6 +402,54 @@ def badpid_run(c, sec, rcs):
             + tail(lines, 15))
     rc = rcs.get("badpid")
     c.check(rc is not None and rc != 0, "badpid: non-zero exit code", "exit code %s" % rc)
+
+
+def error_run(c, sec, rcs, step, want):
+    """An expected-error step: non-zero exit (not a crash), exactly one
+    `error:` line on stderr, naming WANT, and no panic or backtrace."""
+    err = sec.get((step, "stderr"), [])
+    out = sec.get((step, "stdout"), [])
+    rc = rcs.get(step)
+    c.step_logs(["memleak stdout:"] + tail(out, 10) + ["memleak stderr:"] + tail(err, 25))
+    what = {"errcmd": "memleak -- /leaky-dyn", "errpid": "memleak -p PID"}.get(step, step)
+    c.check(rc is not None and rc != 0 and rc < 100, "%s: %s exits non-zero (not a crash)" % (
+        step, what), ["exit code %s (101: a Rust panic; 128+N: signal N)" % rc])
+    errors = [line for line in err if line.startswith("error:")]
+    c.check(len(errors) == 1, "%s: exactly one 'error:' line on stderr" % step,
+            ["got %d" % len(errors)])
+    line = errors[0] if errors else ""
+    c.check(want in line, "%s: the error names %s" % (step, want),
+            ["error line: %s" % (line or "(none)")])
+    others = [x for x in err if x.strip() and not x.startswith("error:")]
+    c.check(not others, "%s: nothing else on stderr" % step,
+            ["%d other lines (a libbpf or verifier log without -v?):" % len(others)]
+            + tail(others, 12))
+    crash = [x for x in err + out if CRASH.search(x)]
+    c.check(not crash, "%s: no panic or backtrace" % step, crash[:5])
+    c.step_logs([])
+    return line
+
+
+def expect_error_checks(c, sec, rcs, info, want, config_path):
+    """The checks of the expected-error mode; returns memleak's error line."""
+    if info.get("mode") not in (None, "expect-error"):
+        c.check(False, "guest ran the expected-error steps",
+                ["the guest ran mode=%s (no mlq.expect=error on its command line?)"
+                 % info.get("mode")])
+    m = re.match(r"(CONFIG_\w+)$", want)
+    cfg = kernel_config(config_path)
+    if m and cfg:
+        c.check(cfg.get(m.group(1)) not in ("y", "m"), "kernel: %s is off" % m.group(1),
+                ["%s=%s in %s" % (m.group(1), cfg.get(m.group(1)), config_path)])
+    v = re.match(r"(\d+)\.(\d+)$", want)
+    if v:
+        # A kernel floor: the guest's kernel must be below it.
+        rel = re.match(r"(\d+)\.(\d+)", info.get("kernel", ""))
+        c.check(rel and (int(rel.group(1)), int(rel.group(2))) < (int(v.group(1)), int(v.group(2))),
+                "kernel: %s is older than %s" % (info.get("kernel", "?"), want),
+                ["uname -r: %s" % info.get("kernel")])
+    lines = [error_run(c, sec, rcs, step, want) for step in ERROR_STEPS]
+    return lines[0] or lines[1]
 
 
 def kernel_config(path):
@@ -548,7 +615,7 @@ def failure_reason(c, sec, rcs, info, done):
                     if pat.search(hint):
                         why += " (%s)" % meaning
         else:
-            why = "FAIL %s" % first
+            why = "check failed: %s" % first.split(": ", 1)[-1]
     # Name the other failing steps, with a short cause when it differs.
     others = []
     for s in failed[1:]:
@@ -568,6 +635,9 @@ def main():
     ap.add_argument("--source", required=True, help="examples/leaky.c")
     ap.add_argument("--summary", help="write shell assignments for the table here")
     ap.add_argument("--kernel-config", help="the guest kernel's .config, if known")
+    ap.add_argument("--expect-error", metavar="TEXT",
+                    help="expected-error mode: memleak must refuse the kernel with one "
+                    "`error:` line containing TEXT")
     ap.add_argument("log")
     a = ap.parse_args()
 
@@ -585,6 +655,8 @@ def main():
     c.check(info and done, "guest booted and ran every step",
             ["info block: %s, DONE marker: %s; last console lines:" % (bool(info), done)]
             + ["| " + x for x in last])
+    if a.expect_error is not None:
+        return expect_error_main(a, c, sec, rcs, times, info, done)
     leak_run(c, "dyn", sec, rcs, want)
     leak_run(c, "static", sec, rcs, want)
     attach_run(c, sec, rcs, want)
@@ -660,6 +732,50 @@ def main():
                          ("walk_states", walk_states),
                          ("load_s", load_s),
                          ("verifier", "; ".join(verifier) or "-")):
+                f.write("%s=%s\n" % (k, shlex.quote(v)))
+    return 0 if c.passed == total else 1
+
+
+def expect_error_main(a, c, sec, rcs, times, info, done):
+    """main() of the expected-error mode."""
+    line = expect_error_checks(c, sec, rcs, info, a.expect_error, a.kernel_config)
+    total = len(c.results)
+    c.print()
+    verbose = sec.get(("errcmd.verbose", "stderr"), [])
+    if verbose:
+        print("  memleak -v (errcmd.verbose), stderr:")
+        for x in verbose[-15:]:
+            print("    | " + x)
+    print("  guest: uprobe_pmu=%s, uprobe_events=%s" % (
+        info.get("uprobe_pmu", "?"), info.get("uprobe_events", "?")))
+    jit, jit_detail = jit_mode(info, a.kernel_config)
+    print("  BPF: %s%s" % (jit, " (%s)" % jit_detail if jit_detail else ""))
+    print("  %s: %d/%d checks passed (expected error naming %s)" % (
+        a.target, c.passed, total, a.expect_error))
+    reason = ""
+    if c.passed < total:
+        if not info or not done:
+            reason = "the guest did not run every step (see serial.log)"
+        else:
+            first = next(name for ok, name, _ in c.results if not ok)
+            reason = "expected an error naming %s; %s" % (
+                a.expect_error, "got: " + shorten(line[len("error:"):], 110) if line
+                else "FAIL " + first)
+        print("  %s: %s" % (a.target, reason))
+    if a.summary:
+        with open(a.summary, "w", encoding="utf-8") as f:
+            for k, v in (("release", info.get("kernel", "-")),
+                         ("btf", info.get("btf", "-")),
+                         ("jit", jit),
+                         ("events", "-"),
+                         ("checks", "%d/%d" % (c.passed, total)),
+                         ("reason", reason.replace("|", "/")),
+                         ("walk_insns", "-"),
+                         ("walk_states", "-"),
+                         ("load_s", "-"),
+                         ("verifier", "-"),
+                         ("mode", "expect-error"),
+                         ("error", line[len("error:"):].strip().replace("|", "/"))):
                 f.write("%s=%s\n" % (k, shlex.quote(v)))
     return 0 if c.passed == total else 1
 

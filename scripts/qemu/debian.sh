@@ -7,7 +7,13 @@
 #
 #   apt_setup ARCH SUITE      selects the state (sets apt_opts); SUITE is a
 #                             release (bookworm: with its -updates and
-#                             -security) or a backports suite (alone)
+#                             -security) or a backports suite (alone), of
+#                             deb.debian.org; or ubuntu:RELEASE (ubuntu:focal,
+#                             with its -updates and -security), of
+#                             archive.ubuntu.com (amd64, i386) or
+#                             ports.ubuntu.com, checked with Ubuntu's archive
+#                             key from Debian's ubuntu-keyring package
+#                             (ubuntu_keyring fetches it first)
 #   apt_update                downloads the package lists of that state (once
 #                             in 10 minutes)
 #   pkg_version PKG           the candidate version of PKG ("" if none)
@@ -26,12 +32,34 @@
 #                             (MEMLEAK_QEMU_REFRESH=1 picks again)
 
 apt_opts=()
+ubuntu_key=""
+# Ubuntu's archive key (sets ubuntu_key), from bookworm-backports'
+# ubuntu-keyring (Debian's copy of it), fetched once.
+ubuntu_keyring() {
+    [ -z "$ubuntu_key" ] || return 0
+    get_pkg all bookworm-backports ubuntu-keyring "$cache/keyrings" \
+        ./usr/share/keyrings/ubuntu-archive-keyring.gpg || return 1
+    ubuntu_key=$pkg_dir/usr/share/keyrings/ubuntu-archive-keyring.gpg
+}
+
 apt_setup() { # ARCH SUITE
-    local d=$cache/apt/$1-$2 key=/usr/share/keyrings/debian-archive-keyring.gpg
-    local mirror=http://deb.debian.org/debian
+    local d=$cache/apt/$1-${2//:/-} key=/usr/share/keyrings/debian-archive-keyring.gpg
+    local mirror=http://deb.debian.org/debian security
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/sources.list.d" "$d/preferences.d"
     [ -f "$d/status" ] || : >"$d/status"
     case "$2" in
+    ubuntu:*)
+        [ -n "$ubuntu_key" ] || { log "apt_setup $2: no Ubuntu key (call ubuntu_keyring)"; return 1; }
+        case "$1" in
+        amd64 | i386) mirror=http://archive.ubuntu.com/ubuntu security=http://security.ubuntu.com/ubuntu ;;
+        *) mirror=http://ports.ubuntu.com/ubuntu-ports security=$mirror ;;
+        esac
+        cat >"$d/sources.list" <<EOF
+deb [signed-by=$ubuntu_key] $mirror ${2#ubuntu:} main
+deb [signed-by=$ubuntu_key] $mirror ${2#ubuntu:}-updates main
+deb [signed-by=$ubuntu_key] $security ${2#ubuntu:}-security main
+EOF
+        ;;
     *-backports) echo "deb [signed-by=$key] $mirror $2 main" >"$d/sources.list" ;;
     *)
         cat >"$d/sources.list" <<EOF
@@ -74,10 +102,13 @@ matching_pkgs() { # PATTERN
 }
 
 get_pkg() { # ARCH SUITE PATTERN DIR MEMBER...
-    local arch=$1 suite=$2 pattern=$3 dir=$4 f list
+    local arch=$1 suite=$2 pattern=$3 dir=$4 f found
     shift 4
-    f=$cache/resolved/$arch-$suite-${pattern//\*/N}.env
-    apt_setup "$arch" "$suite"
+    f=$cache/resolved/$arch-${suite//:/-}-${pattern//\*/N}.env
+    case "$suite" in
+    ubuntu:*) ubuntu_keyring || return 1 ;;
+    esac
+    apt_setup "$arch" "$suite" || return 1
     if [ -f "$f" ] && [ "${MEMLEAK_QEMU_REFRESH:-0}" != 1 ]; then
         # shellcheck disable=SC1090
         . "$f"
@@ -86,10 +117,22 @@ get_pkg() { # ARCH SUITE PATTERN DIR MEMBER...
         log "picking $pattern again"
     fi
     apt_update || return 1
-    list=$(matching_pkgs "$pattern")
-    if [ -z "$list" ]; then
+    # Read as matching_pkgs finds them (newest first): a pattern may match a
+    # hundred kernels (Ubuntu's), and the first one usually downloads.
+    found=0
+    while read -r pkg pkg_ver; do
+        found=1
+        pkg_dir=$dir/${pkg}_$pkg_ver
+        if fetch_deb "$pkg" "$pkg_ver" "$pkg_dir" "$@"; then
+            mkdir -p "$(dirname "$f")"
+            printf 'pkg=%q\npkg_ver=%q\n' "$pkg" "$pkg_ver" >"$f"
+            return 0
+        fi
+        log "trying the next older package"
+    done < <(matching_pkgs "$pattern")
+    if [ $found -eq 0 ]; then
         local archs
-        archs=$(sed -n 's/^Architectures: //p' "$apt_dir/lists/"*"_dists_${suite}_InRelease" 2>/dev/null | head -1)
+        archs=$(sed -n 's/^Architectures: //p' "$apt_dir/lists/"*"_dists_${suite#ubuntu:}_InRelease" 2>/dev/null | head -1)
         # shellcheck disable=SC2086 # a list of words
         if [ -n "$archs" ] && ! in_words "$arch" $archs; then
             log "no package $pattern: $suite has no $arch on the mirror (it has: $archs)"
@@ -98,15 +141,6 @@ get_pkg() { # ARCH SUITE PATTERN DIR MEMBER...
         fi
         return 1
     fi
-    while read -r pkg pkg_ver; do
-        pkg_dir=$dir/${pkg}_$pkg_ver
-        if fetch_deb "$pkg" "$pkg_ver" "$pkg_dir" "$@"; then
-            mkdir -p "$(dirname "$f")"
-            printf 'pkg=%q\npkg_ver=%q\n' "$pkg" "$pkg_ver" >"$f"
-            return 0
-        fi
-        log "trying the next older package"
-    done <<<"$list"
     log "no package $pattern for $arch in $suite could be downloaded"
     return 1
 }

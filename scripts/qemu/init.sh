@@ -6,6 +6,9 @@
 #   ==MLQ== BEGIN <step> <stream>  ...  ==MLQ== END <step> <stream>
 #   ==MLQ== RC <step> <exit code>
 #   ==MLQ== T <step> <seconds since boot>
+# With `mlq.expect=error` on the kernel command line (a kernel that must
+# refuse memleak, e.g. one without CONFIG_BPF_EVENTS), it runs memleak as
+# usual, once on a command and once on a PID, and check.py wants the error.
 # mini-init.c does the same steps (the guest without busybox); keep the two
 # in step.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -50,7 +53,21 @@ else
     echo "bpf_jit_enable=absent"
 fi
 echo "cpus=$(grep -c ^processor /proc/cpuinfo)"
+# What a uprobe needs: the perf PMU, or uprobe_events in tracefs.
+if [ -e /sys/bus/event_source/devices/uprobe/type ]; then echo "uprobe_pmu=yes"; else echo "uprobe_pmu=no"; fi
+if [ -e /sys/kernel/tracing/uprobe_events ]; then
+    echo "uprobe_events=yes"
+elif [ -d /sys/kernel/tracing ] && grep -qw tracefs /proc/mounts; then
+    echo "uprobe_events=no (tracefs mounted)"
+else
+    echo "uprobe_events=no (no tracefs)"
+fi
 echo "opts=$*"
+mode=leaks
+case " $(cat /proc/cmdline) " in
+*" mlq.expect=error "*) mode=expect-error ;;
+esac
+echo "mode=$mode"
 echo "$M END info"
 
 # run STEP ARGS...: memleak ARGS with stdout and stderr kept apart.
@@ -82,27 +99,59 @@ wait_exec() {
     done
 }
 
+# The target of the -p runs: leaky allocating every 100 ms for up to a
+# minute (memleak may take 10 s to load on an old kernel, e.g. 5.4 under
+# TCG), stopped once memleak is done. Sets pid.
+start_target() {
+    /leaky-dyn 600 100 2>/tmp/leaky-err &
+    pid=$!
+    wait_exec "$pid" /leaky-dyn
+}
+stop_target() {
+    kill "$pid" 2>/dev/null
+    wait "$pid"
+}
+
+finish() {
+    dmesg >/tmp/dmesg
+    show kernel dmesg /tmp/dmesg
+    stamp "done"
+    echo "$M DONE"
+    sync
+    poweroff -f
+    sleep 5
+    echo o >/proc/sysrq-trigger
+}
+
+if [ "$mode" = expect-error ]; then
+    # memleak must refuse this kernel: on a command, and on a PID.
+    run errcmd "$@" -- /leaky-dyn 6 0
+    run errcmd.verbose -v "$@" -- /leaky-dyn 6 0
+    start_target
+    echo "$M PID errpid $pid"
+    run errpid "$@" -p "$pid" 1 2
+    stop_target
+    finish
+    exit 0
+fi
+
 run dyn "$@" --format json -- /leaky-dyn 6 0
 again_verbose dyn "$@" --format json -- /leaky-dyn 6 0
 run static "$@" --format json -- /leaky-static 6 0
 again_verbose static "$@" --format json -- /leaky-static 6 0
 
-/leaky-dyn 40 100 2>/tmp/leaky-err &
-pid=$!
-wait_exec "$pid" /leaky-dyn
+start_target
 echo "$M PID attach $pid"
 # With -v -v: its log names the event transport, and has the verifier's
 # statistics of each BPF program and the load time.
 run attach -v -v "$@" --format json -p "$pid" 1 2
-wait "$pid"
+stop_target
 echo "$M RC attach.target $?"
 show attach target-stderr /tmp/leaky-err
 if [ "$rc" -ne 0 ]; then
-    /leaky-dyn 40 100 2>/tmp/leaky-err &
-    pid=$!
-    wait_exec "$pid" /leaky-dyn
+    start_target
     run attach.verbose -v -v "$@" --format json -p "$pid" 1 2
-    wait "$pid"
+    stop_target
 fi
 
 # 99999 is above the default pid_max of a small guest: no such process.
@@ -119,11 +168,4 @@ again_verbose verify "$@" --verify-unwind --format json -- /leaky-dyn 20 30
 # the verifier's statistics of that variant.
 run fallback -v -v "$@" --events perfbuf --read-helper legacy --format json -- /leaky-dyn 6 0
 
-dmesg >/tmp/dmesg
-show kernel dmesg /tmp/dmesg
-stamp "done"
-echo "$M DONE"
-sync
-poweroff -f
-sleep 5
-echo o >/proc/sysrq-trigger
+finish

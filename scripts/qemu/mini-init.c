@@ -1,7 +1,9 @@
 /*
  * mini-init.c - /init for guests without a busybox (big-endian MIPS: Debian
  * ships no busybox for it). Does what init.sh does, step for step, with the
- * same marker lines on the console; keep the two in step.
+ * same marker lines on the console; keep the two in step. With
+ * `mlq.expect=error` on the kernel command line it runs the expected-error
+ * steps (errcmd, errpid) instead of the leak checks.
  *
  * Build: <gnu_triple>-gcc -static -Os -o init mini-init.c
  */
@@ -157,11 +159,67 @@ static int run(const char *step, int verbose, ...)
 	return rc;
 }
 
-/* The child is attachable once it has exec'd /leaky-dyn (before that,
- * /proc/PID/exe is this init): wait for it, up to 5 s. */
+/* Is WORD one of the kernel command line's words? */
+static int cmdline_has(const char *word)
+{
+	static char buf[4096];
+	char *p, *save = NULL;
+	int fd = open("/proc/cmdline", O_RDONLY);
+	ssize_t n;
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	for (p = strtok_r(buf, " \t\n", &save); p != NULL; p = strtok_r(NULL, " \t\n", &save))
+		if (strcmp(p, word) == 0)
+			return 1;
+	return 0;
+}
+
+static void finish(void)
+{
+	int fd;
+	{
+		/* dmesg: the kernel log buffer through syslog(2)'s /proc/kmsg
+		 * sibling, /dev/kmsg, read without blocking. */
+		char rec[2048];
+		ssize_t n;
+		printf(M " BEGIN kernel dmesg\n");
+		fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+		while (fd >= 0 && (n = read(fd, rec, sizeof(rec) - 1)) > 0) {
+			/* "prio,seq,usec,flags;message\n" -> "[sec.usec] message" */
+			unsigned long long usec = 0;
+			char *msg;
+			rec[n] = '\0';
+			msg = strchr(rec, ';');
+			sscanf(rec, "%*u,%*u,%llu", &usec);
+			printf("[%5llu.%06llu] %s", usec / 1000000, usec % 1000000,
+			       msg != NULL ? msg + 1 : rec);
+		}
+		if (fd >= 0)
+			close(fd);
+		printf("\n" M " END kernel dmesg\n");
+	}
+	stamp("done");
+	printf(M " DONE\n");
+	fflush(stdout);
+	sync();
+	reboot(RB_POWER_OFF);
+	sleep(5);
+	reboot(RB_AUTOBOOT);
+}
+
+/* The target of the -p runs: leaky allocating every 100 ms for up to a
+ * minute (memleak may take 10 s to load on an old kernel), stopped with
+ * stop_leaky_bg once memleak is done. The child is attachable once it has
+ * exec'd /leaky-dyn (before that, /proc/PID/exe is this init): wait for it,
+ * up to 5 s. */
 static pid_t start_leaky_bg(void)
 {
-	char *argv[] = { "/leaky-dyn", "40", "100", NULL };
+	char *argv[] = { "/leaky-dyn", "600", "100", NULL };
 	char path[64], exe[256];
 	pid_t pid = start(argv, NULL, "/tmp/leaky-err");
 
@@ -178,11 +236,17 @@ static pid_t start_leaky_bg(void)
 	return pid;
 }
 
+static int stop_leaky_bg(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	return wait_for(pid);
+}
+
 int main(void)
 {
 	struct utsname u;
 	char buf[64], pidbuf[32];
-	int fd, rc, cpus = 0;
+	int fd, rc, cpus = 0, expect_error;
 	pid_t pid;
 	FILE *f;
 
@@ -233,10 +297,35 @@ int main(void)
 				cpus++;
 		fclose(f);
 	}
-	printf("cpus=%d\nopts=", cpus);
+	printf("cpus=%d\n", cpus);
+	/* What a uprobe needs: the perf PMU, or uprobe_events in tracefs. */
+	printf("uprobe_pmu=%s\n",
+	       access("/sys/bus/event_source/devices/uprobe/type", F_OK) == 0 ? "yes" : "no");
+	if (access("/sys/kernel/tracing/uprobe_events", F_OK) == 0)
+		printf("uprobe_events=yes\n");
+	else if (access("/sys/kernel/tracing/trace", F_OK) == 0)
+		printf("uprobe_events=no (tracefs mounted)\n");
+	else
+		printf("uprobe_events=no (no tracefs)\n");
+	printf("opts=");
 	for (int i = 0; i < n_opts; i++)
 		printf("%s%s", i ? " " : "", opts[i]);
-	printf("\n" M " END info\n");
+	expect_error = cmdline_has("mlq.expect=error");
+	printf("\nmode=%s\n", expect_error ? "expect-error" : "leaks");
+	printf(M " END info\n");
+
+	if (expect_error) {
+		/* memleak must refuse this kernel: on a command, and on a PID. */
+		run("errcmd", 0, "--", "/leaky-dyn", "6", "0", NULL);
+		run("errcmd.verbose", 1, "--", "/leaky-dyn", "6", "0", NULL);
+		pid = start_leaky_bg();
+		printf(M " PID errpid %d\n", (int)pid);
+		snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+		run("errpid", 0, "-p", pidbuf, "1", "2", NULL);
+		stop_leaky_bg(pid);
+		finish();
+		return 0;
+	}
 
 	if (run("dyn", 0, "--format", "json", "--", "/leaky-dyn", "6", "0", NULL) != 0)
 		run("dyn.verbose", 1, "--format", "json", "--", "/leaky-dyn", "6", "0", NULL);
@@ -249,13 +338,13 @@ int main(void)
 	/* With -v -v: its log names the event transport, and has the verifier's
 	 * statistics of each BPF program and the load time. */
 	rc = run("attach", 2, "--format", "json", "-p", pidbuf, "1", "2", NULL);
-	printf(M " RC attach.target %d\n", wait_for(pid));
+	printf(M " RC attach.target %d\n", stop_leaky_bg(pid));
 	show("attach", "target-stderr", "/tmp/leaky-err");
 	if (rc != 0) {
 		pid = start_leaky_bg();
 		snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
 		run("attach.verbose", 2, "--format", "json", "-p", pidbuf, "1", "2", NULL);
-		wait_for(pid);
+		stop_leaky_bg(pid);
 	}
 
 	run("badpid", 0, "-p", "99999", NULL);
@@ -275,33 +364,6 @@ int main(void)
 	run("fallback", 2, "--events", "perfbuf", "--read-helper", "legacy", "--format", "json",
 	    "--", "/leaky-dyn", "6", "0", NULL);
 
-	{
-		/* dmesg: the kernel log buffer through syslog(2)'s /proc/kmsg
-		 * sibling, /dev/kmsg, read without blocking. */
-		char rec[2048];
-		ssize_t n;
-		printf(M " BEGIN kernel dmesg\n");
-		fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-		while (fd >= 0 && (n = read(fd, rec, sizeof(rec) - 1)) > 0) {
-			/* "prio,seq,usec,flags;message\n" -> "[sec.usec] message" */
-			unsigned long long usec = 0;
-			char *msg;
-			rec[n] = '\0';
-			msg = strchr(rec, ';');
-			sscanf(rec, "%*u,%*u,%llu", &usec);
-			printf("[%5llu.%06llu] %s", usec / 1000000, usec % 1000000,
-			       msg != NULL ? msg + 1 : rec);
-		}
-		if (fd >= 0)
-			close(fd);
-		printf("\n" M " END kernel dmesg\n");
-	}
-	stamp("done");
-	printf(M " DONE\n");
-	fflush(stdout);
-	sync();
-	reboot(RB_POWER_OFF);
-	sleep(5);
-	reboot(RB_AUTOBOOT);
+	finish();
 	return 0;
 }
