@@ -10,7 +10,12 @@ attach (memleak -v -v --format json -p PID 1 2 on /leaky-dyn 600 100, stopped
 after); badpid
 (memleak -p 99999); verify (memleak --verify-unwind --format json --
 /leaky-dyn 20 30); fallback (memleak -v -v --events perfbuf --read-helper
-legacy --format json -- /leaky-dyn 6 0); kernel (dmesg). A failed memleak
+legacy --format json -- /leaky-dyn 6 0); musl-static and musl-dyn (memleak
+--format json --output - -T 1000 -- /musl-leak-{static,dyn}: the musl
+fixture, tests/fixtures/src/musl_leak.c; its reports on stdout, its EXPECT
+and EXPECT_SITE lines on stderr); musl-verify (the same with
+--verify-unwind on /musl-leak-dyn 300); musl-cfifp (the same with --unwind
+cfi-fp on /musl-leak-static); kernel (dmesg). A failed memleak
 run is repeated with -v as <step>.verbose (not fallback, which has -v -v),
 shown here when a check fails. The -v -v logs of attach and fallback have
 the verifier's statistics of each BPF program ("[DEBUG verifier] walk_stack:
@@ -26,7 +31,8 @@ panic or backtrace; when TEXT is a CONFIG_ option and the kernel's .config
 is known, that option must be off in it; when TEXT is a version (a kernel
 floor), the guest's kernel must be older.
 
-Usage: check.py --target NAME --source examples/leaky.c [--kernel-config FILE]
+Usage: check.py --target NAME --source examples/leaky.c
+                --musl-source tests/fixtures/src/musl_leak.c [--kernel-config FILE]
                 [--expect-error TEXT] [--summary FILE] LOG
 Prints one line per check, details for failed ones, and exits 1 if any failed.
 --summary writes shell assignments for run's table: release (uname -r), btf,
@@ -51,7 +57,8 @@ CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
 # Names the allocator's entry may carry (a static glibc's malloc is an alias).
 MALLOC_NAMES = {"malloc", "__libc_malloc"}
 # The memleak runs, in the order of the guest's steps.
-STEPS = ["dyn", "static", "attach", "badpid", "verify", "fallback"]
+STEPS = ["dyn", "static", "attach", "badpid", "verify", "fallback",
+         "musl-static", "musl-dyn", "musl-verify", "musl-cfifp"]
 # Those of the expected-error mode (errcmd.verbose is for the log only).
 ERROR_STEPS = ["errcmd", "errpid"]
 # What must not appear when memleak refuses a kernel.
@@ -393,6 +400,241 @@ def fallback_run(c, sec, rcs, want):
     c.step_logs([])
 
 
+# ---- the musl fixture (tests/fixtures/src/musl_leak.c) ----
+# Its functions on the leak paths (each has CFI); musl's code has none.
+MUSL_PROGRAM = {"keep_name", "load_names", "open_log", "cmp_names", "sort_names", "main"}
+# Frame 0: musl's allocator (mallocng's malloc is default_malloc in a static
+# build).
+MUSL_MALLOC = {"malloc", "default_malloc"}
+# musl's qsort (src/stdlib/qsort.c, qsort_nr.c): qsort -> __qsort_r ->
+# sift / trinkle -> wrapper_cmp -> the comparator, as far as the compiler
+# kept these calls; static functions of a stripped libc.so have no name ("").
+QSORT_INNER = {"wrapper_cmp", "sift", "trinkle", "__qsort_r", "qsort_r", "qsort", ""}
+QSORT_LAST = {"__qsort_r", "qsort_r", "qsort"}
+# The frames after frame 0 of each site's leaks, as tests/e2e/musl.rs wants
+# them: ("prog", function, CALL marker), ("libc", names), ("run", inner, last).
+MUSL_CHAINS = {
+    "keep_name": [("libc", {"strdup"}),
+                  ("prog", "keep_name", "strdup@keep_name"),
+                  ("prog", "load_names", "keep_name@load_names"),
+                  ("prog", "main", "load_names@main")],
+    "open_log": [("libc", {"fdopen", "__fdopen"}),
+                 ("libc", {"fopen", "fopen64"}),
+                 ("prog", "open_log", "fopen@open_log"),
+                 ("prog", "main", "open_log@main")],
+    "cmp_names": [("prog", "cmp_names", "malloc@cmp_names"),
+                  ("run", QSORT_INNER, QSORT_LAST),
+                  ("prog", "sort_names", "qsort@sort_names"),
+                  ("prog", "main", "sort_names@main")],
+}
+MUSL_SITES = ["keep_name", "open_log", "cmp_names"]
+# strdup calls of musl_leak (load_names): the kernel must have walked and
+# verified at least the three after the first (--verify-unwind).
+MUSL_VERIFIED_MIN = 3
+
+
+def musl_call_lines(source):
+    """{"callee@caller": line} of the /* CALL:callee@caller */ markers."""
+    lines = {}
+    with open(source, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            m = re.search(r"/\*\s*CALL:([\w@:]+)\s*\*/", line)
+            if m:
+                lines[m.group(1)] = n
+    return lines
+
+
+def musl_expect(err):
+    """(EXPECT (bytes, allocations) or None, {function: (bytes, allocations)})
+    from the program's stderr."""
+    total, sites = None, {}
+    for line in err:
+        m = re.search(r"EXPECT leaked_bytes=(\d+) leaked_allocations=(\d+)", line)
+        if m:
+            total = (int(m.group(1)), int(m.group(2)))
+        m = re.search(r"EXPECT_SITE function=(\w+) .*allocations=(\d+) bytes=(\d+)", line)
+        if m:
+            sites[m.group(1)] = (int(m.group(3)), int(m.group(2)))
+    return total, sites
+
+
+def has_function(stack, name):
+    return name in fn_names(stack)
+
+
+def totals(stacks):
+    return (sum(s.get("bytes", 0) for s in stacks), sum(s.get("allocations", 0) for s in stacks))
+
+
+def musl_libc(bin_path, module):
+    """Is MODULE the file holding musl's code: the static program itself, or
+    musl's loader (its libc.so) for the dynamic one?"""
+    if bin_path.endswith("-static"):
+        return module == bin_path
+    return re.match(r"/lib/ld-musl-[\w-]+\.so\.1$", module) is not None
+
+
+def musl_match(stack, chain, bin_path, lines):
+    """Matches frames 1.. of STACK against CHAIN; returns (None, [is frame i
+    in musl, for frames 0 up to main]) or (why it does not match, None)."""
+    frames = stack.get("frames", [])
+
+    def in_libc(fr, names):
+        libc = musl_libc(bin_path, fr.get("module") or "")
+        fn = fr.get("function") or ""
+        return bool(libc) and fn not in MUSL_PROGRAM and fn in names
+
+    libc = [True]
+    i = 1
+    for w in chain:
+        if i >= len(frames):
+            return "frame #%d is missing" % i, None
+        fr = frames[i]
+        if w[0] == "prog":
+            want_line = lines.get(w[2])
+            if fr.get("function") != w[1] or fr.get("module") != bin_path:
+                return "frame #%d is not %s in %s" % (i, w[1], bin_path), None
+            if fr.get("line") != want_line or not (fr.get("file") or "").endswith("musl_leak.c"):
+                return "frame #%d (%s) is at %s:%s, not musl_leak.c:%s (CALL:%s)" % (
+                    i, w[1], fr.get("file"), fr.get("line"), want_line, w[2]), None
+            libc.append(False)
+            i += 1
+        elif w[0] == "libc":
+            if not in_libc(fr, w[1]):
+                return "frame #%d is not one of %s in musl" % (i, "|".join(sorted(w[1]))), None
+            libc.append(True)
+            i += 1
+        else:
+            start = i
+            while i < len(frames) and in_libc(frames[i], w[1]):
+                libc.append(True)
+                i += 1
+            if i == start or not in_libc(frames[i - 1], w[2]):
+                return "frames #%d.. are not musl's qsort (%s or unnamed), ending in %s" % (
+                    start, "|".join(sorted(x for x in w[1] if x)), "|".join(sorted(w[2]))), None
+    return None, libc
+
+
+def musl_final(c, sec, rcs, step):
+    """Exit code 0 and a final JSON report; returns (report or None, stderr)."""
+    out = sec.get((step, "stdout"), [])
+    err = sec.get((step, "stderr"), [])
+    rc = rcs.get(step)
+    c.step_logs(memleak_logs(sec, step))
+    c.check(rc == 0, "%s: memleak exit code 0" % step, ["exit code %s" % rc])
+    reps = reports(out)
+    final = reps[-1] if reps else None
+    ok = final is not None and final.get("final") is True
+    c.check(ok, "%s: final JSON report on stdout (--output -)" % step,
+            ["no final JSON report on stdout; stdout:"] + tail(out, 10))
+    return (final if ok else None), err
+
+
+def musl_totals(c, step, final, err):
+    expect, _ = musl_expect(err)
+    got = (final.get("outstanding_bytes"), final.get("outstanding_allocations")) if final else None
+    c.check(expect is not None and got == expect, "%s: outstanding totals = EXPECT" % step,
+            ["EXPECT (the program's stderr): %s" % (
+                "bytes=%d allocations=%d" % expect if expect else "missing"),
+             "report: outstanding_bytes=%s outstanding_allocations=%s" % (
+                 got if got else (None, None))])
+
+
+def musl_lost(c, step, final):
+    lost = final.get("lost_events") if final else None
+    c.check(lost == 0, "%s: lost_events == 0" % step,
+            ["lost_events=%s losses=%s" % (lost, final.get("losses") if final else None)])
+
+
+def musl_leak_run(c, step, sec, rcs, lines, bin_path):
+    """musl_leak static or dynamic: exact totals and sites, and every leak's
+    stack through musl's helper to main."""
+    final, err = musl_final(c, sec, rcs, step)
+    stacks = final.get("stacks", []) if final else []
+    shown = ["got %d stacks:" % len(stacks)] + ["  " + describe_stack(s) for s in stacks]
+    musl_totals(c, step, final, err)
+    _, want_sites = musl_expect(err)
+    bad = []
+    for site in MUSL_SITES:
+        got = totals([s for s in stacks if has_function(s, site)])
+        if site not in want_sites or got != want_sites[site]:
+            bad.append("%s: EXPECT_SITE bytes,allocations=%s, stacks through it: %s" % (
+                site, want_sites.get(site, "missing"), got))
+    c.check(final is not None and not bad, "%s: bytes and allocations of each site = "
+            "EXPECT_SITE" % step, bad + shown)
+    methods_bad, frame0_bad = [], []
+    for site in MUSL_SITES:
+        through = [s for s in stacks if has_function(s, site)]
+        why = None if through else "no stack through %s" % site
+        for s in through:
+            err_, libc = musl_match(s, MUSL_CHAINS[site], bin_path, lines)
+            if err_:
+                why = "%s: %s" % (err_, describe_stack(s))
+                break
+            frames = s.get("frames", [])
+            if frames[0].get("function") not in MUSL_MALLOC:
+                frame0_bad.append(describe_stack(s))
+            # A frame whose callee is in musl (no CFI): prologue analysis or a
+            # stack scan found it (frame #1's callee is frame 0, at its entry).
+            for i in range(2, len(libc)):
+                if libc[i - 1] and frames[i].get("method") not in ("prologue", "scan"):
+                    methods_bad.append("frame #%d by %s: %s" % (
+                        i, frames[i].get("method"), describe_stack(s)))
+        want = " <- ".join(
+            w[1] if w[0] == "prog" else ("qsort...(%s)" % "|".join(sorted(w[2])) if w[0] == "run"
+                                         else "|".join(sorted(w[1])))
+            for w in MUSL_CHAINS[site])
+        c.check(why is None, "%s: stacks through %s: malloc <- %s (lines)" % (step, site, want),
+                ([why] if why else []) + shown)
+    c.check(stacks and not frame0_bad, "%s: frame 0 is %s" % (step, "|".join(sorted(MUSL_MALLOC))),
+            frame0_bad[:5] or shown)
+    c.check(stacks and not methods_bad, "%s: frames whose callee is in musl found by "
+            "prologue or scan" % step, methods_bad[:5] or shown)
+    musl_lost(c, step, final)
+    c.step_logs([])
+
+
+def musl_verify_run(c, sec, rcs):
+    step = "musl-verify"
+    final, _ = musl_final(c, sec, rcs, step)
+    losses = final.get("losses") if final else None
+    shown = ["losses=%s" % json.dumps(losses)]
+    got = losses.get("unwind_disagreements") if isinstance(losses, dict) else None
+    c.check(got == 0, "%s: losses.unwind_disagreements == 0" % step, shown)
+    verified = losses.get("unwind_verified") if isinstance(losses, dict) else None
+    c.check(isinstance(verified, int) and verified >= MUSL_VERIFIED_MIN,
+            "%s: losses.unwind_verified >= %d" % (step, MUSL_VERIFIED_MIN),
+            ["unwind_verified=%s (strdup's allocations 2..4, after the pause)" % verified]
+            + shown)
+    c.step_logs([])
+    if isinstance(losses, dict):
+        c.info.append("musl-verify: %s kernel walks compared, %s disagreements" % (verified, got))
+
+
+def musl_cfifp_run(c, sec, rcs):
+    """--unwind cfi-fp on the static build: strdup's leaks stop at strdup."""
+    step = "musl-cfifp"
+    final, err = musl_final(c, sec, rcs, step)
+    stacks = final.get("stacks", []) if final else []
+    shown = ["got %d stacks:" % len(stacks)] + ["  " + describe_stack(s) for s in stacks]
+    musl_totals(c, step, final, err)
+    _, want_sites = musl_expect(err)
+    strdup = [s for s in stacks if len(s.get("frames", [])) > 1
+              and s["frames"][1].get("function") == "strdup"]
+    probs = ["%d frames, not 2: %s" % (len(s["frames"]), describe_stack(s))
+             for s in strdup if len(s["frames"]) != 2]
+    probs += ["keep_name found: %s" % describe_stack(s) for s in stacks
+              if has_function(s, "keep_name")]
+    if totals(strdup) != want_sites.get("keep_name"):
+        probs.append("stacks ending at strdup: bytes,allocations=%s, EXPECT_SITE keep_name: %s"
+                     % (totals(strdup), want_sites.get("keep_name", "missing")))
+    c.check(final is not None and not probs,
+            "%s: strdup's leaks stop at strdup (malloc <- strdup, no keep_name)" % step,
+            probs + shown)
+    musl_lost(c, step, final)
+    c.step_logs([])
+
+
 def badpid_run(c, sec, rcs):
     c.step_logs([])
     lines = sec.get(("badpid", "stdout"), []) + sec.get(("badpid", "stderr"), [])
@@ -633,6 +875,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", required=True)
     ap.add_argument("--source", required=True, help="examples/leaky.c")
+    ap.add_argument("--musl-source", required=True, help="tests/fixtures/src/musl_leak.c")
     ap.add_argument("--summary", help="write shell assignments for the table here")
     ap.add_argument("--kernel-config", help="the guest kernel's .config, if known")
     ap.add_argument("--expect-error", metavar="TEXT",
@@ -663,6 +906,11 @@ def main():
     badpid_run(c, sec, rcs)
     verify_run(c, sec, rcs, want)
     fallback_run(c, sec, rcs, want)
+    musl_lines = musl_call_lines(a.musl_source)
+    musl_leak_run(c, "musl-static", sec, rcs, musl_lines, "/musl-leak-static")
+    musl_leak_run(c, "musl-dyn", sec, rcs, musl_lines, "/musl-leak-dyn")
+    musl_verify_run(c, sec, rcs)
+    musl_cfifp_run(c, sec, rcs)
     total = len(c.results)
     c.print()
 

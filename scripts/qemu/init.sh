@@ -168,4 +168,20 @@ again_verbose verify "$@" --verify-unwind --format json -- /leaky-dyn 20 30
 # the verifier's statistics of that variant.
 run fallback -v -v "$@" --events perfbuf --read-helper legacy --format json -- /leaky-dyn 6 0
 
+# tests/fixtures/src/musl_leak.c: leaks made inside musl's strdup, fopen and
+# qsort (no CFI, no frame pointers), static and dynamic. With a command,
+# memleak writes its reports to stderr unless --output - (the program's
+# EXPECT lines are on stderr).
+run musl-static "$@" --format json --output - -T 1000 -- /musl-leak-static
+again_verbose musl-static "$@" --format json --output - -T 1000 -- /musl-leak-static
+run musl-dyn "$@" --format json --output - -T 1000 -- /musl-leak-dyn
+again_verbose musl-dyn "$@" --format json --output - -T 1000 -- /musl-leak-dyn
+# 300: the program pauses 300 ms after its first strdup, so that the kernel
+# walks the other three over the rules cached for musl's code.
+run musl-verify "$@" --verify-unwind --format json --output - -T 1000 -- /musl-leak-dyn 300
+again_verbose musl-verify "$@" --verify-unwind --format json --output - -T 1000 -- /musl-leak-dyn 300
+# CFI and frame pointers alone: the stacks through strdup stop there.
+run musl-cfifp "$@" --unwind cfi-fp --format json --output - -T 1000 -- /musl-leak-static
+again_verbose musl-cfifp "$@" --unwind cfi-fp --format json --output - -T 1000 -- /musl-leak-static
+
 finish

@@ -364,6 +364,26 @@ int main(void)
 	run("fallback", 2, "--events", "perfbuf", "--read-helper", "legacy", "--format", "json",
 	    "--", "/leaky-dyn", "6", "0", NULL);
 
+	/* tests/fixtures/src/musl_leak.c: leaks made inside musl's strdup,
+	 * fopen and qsort (no CFI, no frame pointers), static and dynamic.
+	 * With a command, memleak writes its reports to stderr unless
+	 * --output - (the program's EXPECT lines are on stderr). */
+#define MUSL_RUN(step, ...)                                                              \
+	do {                                                                             \
+		if (run(step, 0, "--format", "json", "--output", "-", "-T", "1000",       \
+			__VA_ARGS__, NULL) != 0)                                         \
+			run(step ".verbose", 1, "--format", "json", "--output", "-", "-T", \
+			    "1000", __VA_ARGS__, NULL);                                  \
+	} while (0)
+	MUSL_RUN("musl-static", "--", "/musl-leak-static");
+	MUSL_RUN("musl-dyn", "--", "/musl-leak-dyn");
+	/* 300: the program pauses 300 ms after its first strdup, so that the
+	 * kernel walks the other three over the rules cached for musl's code. */
+	MUSL_RUN("musl-verify", "--verify-unwind", "--", "/musl-leak-dyn", "300");
+	/* CFI and frame pointers alone: the stacks through strdup stop there. */
+	MUSL_RUN("musl-cfifp", "--unwind", "cfi-fp", "--", "/musl-leak-static");
+#undef MUSL_RUN
+
 	finish();
 	return 0;
 }
