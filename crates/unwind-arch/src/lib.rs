@@ -48,6 +48,7 @@ mod any;
 mod arch;
 mod cache;
 mod cfi;
+mod code;
 mod elf;
 mod error;
 mod mips32;

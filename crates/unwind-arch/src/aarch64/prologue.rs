@@ -15,6 +15,7 @@
 //! body: the state there is the body's at its latest `bl`/`blr`. Any other
 //! write to sp stops the analysis: no rule rather than a wrong one.
 
+use crate::code::Starts;
 use crate::elf::ElfFile;
 use crate::rule::{CfaRule, Reg, RegRule, UnwindRule};
 use crate::unwinder::Method;
@@ -282,63 +283,32 @@ fn read_insn(elf: &ElfFile, svma: u64) -> Option<u32> {
     Some(u32::from_le_bytes(b))
 }
 
-/// How far back to look for the start of a function without a symbol.
-const MAX_BACKWARD: u64 = 16 * 1024;
-/// How many likely starts to offer for one pc.
-const MAX_CANDIDATES: usize = 8;
-
-/// Rules for `svma` from its function's instructions: from the function's
-/// symbol, or — for code without one — from each likely start before it,
-/// nearest first: an instruction that opens a frame (`stp x29, x30, [sp,
-/// #-N]!`, `str x30, [sp, #-N]!`, `sub sp, sp, #N`, `paciasp`, `bti c`)
-/// right after one that ends a function (`ret`, `b`, `br`, `brk`, padding).
-/// The unwinder keeps the first whose return address checks.
+/// Rules for `svma` from its function's instructions (see
+/// [`Starts::code_rules`]): likely starts are instructions that open a frame
+/// (`stp x29, x30, [sp, #-N]!`, `str x30, [sp, #-N]!`, `sub sp, sp, #N`,
+/// `paciasp`, `bti c`) right after one that ends a function (`ret`, `b`,
+/// `br`, `brk`, padding).
 pub fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>) -> bool {
-    if let Some(start) = elf.find_sized_symbol(svma) {
-        out.extend(rule_from_start(elf, start, svma));
-        return true;
+    Starts {
+        sweep: sweep_starts,
+        step: 4,
+        looks_like_start,
+        analyze: rule_from_start,
     }
-    // A symbol without a size (an assembly label, or a function the
-    // stripped file does not name) is one more candidate, the last.
-    let label = elf.find_symbol(svma).map(|(_, start)| start);
-    let floor = svma.saturating_sub(MAX_BACKWARD).max(label.unwrap_or(0));
-    // The nearest start the code names (a call target or an address
-    // taken) is the best guess; then frame openers after a function's end.
-    let starts = elf.code_starts(sweep_starts);
-    let i = starts.partition_point(|&a| a <= svma);
-    if let Some(&start) = i.checked_sub(1).and_then(|i| starts.get(i)) {
-        if start > floor {
-            out.extend(rule_from_start(elf, start, svma));
-        }
-    }
-    let mut a = svma & !3;
-    let mut found = 0;
-    while a > floor && a >= 4 && found < MAX_CANDIDATES {
-        a -= 4;
-        let (Some(prev), Some(first)) = (read_insn(elf, a - 4), read_insn(elf, a)) else {
-            break;
-        };
-        let opens = first & 0xffc0_7fff == 0xa980_7bfd // stp x29, x30, [sp, #-N]!
-            || first & 0xffe0_0fff == 0xf800_0ffe // str x30, [sp, #-N]!
-            || first & 0xff80_03ff == 0xd100_03ff // sub sp, sp, #N
-            || first == 0xd503_233f // paciasp
-            || first == 0xd503_245f; // bti c
-        let closes = ends_path(prev) || prev == 0xd503_201f || prev == 0;
-        if opens && closes {
-            if let Some(r) = rule_from_start(elf, a, svma) {
-                found += 1;
-                if !out.contains(&r) {
-                    out.push(r);
-                }
-            }
-        }
-    }
-    if let Some(r) = label.and_then(|start| rule_from_start(elf, start, svma)) {
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    false
+    .code_rules(elf, svma, out)
+}
+
+fn looks_like_start(elf: &ElfFile, a: u64) -> bool {
+    let (Some(prev), Some(first)) = (read_insn(elf, a - 4), read_insn(elf, a)) else {
+        return false;
+    };
+    let opens = first & 0xffc0_7fff == 0xa980_7bfd // stp x29, x30, [sp, #-N]!
+        || first & 0xffe0_0fff == 0xf800_0ffe // str x30, [sp, #-N]!
+        || first & 0xff80_03ff == 0xd100_03ff // sub sp, sp, #N
+        || first == 0xd503_233f // paciasp
+        || first == 0xd503_245f; // bti c
+    let closes = ends_path(prev) || prev == 0xd503_201f || prev == 0;
+    opens && closes
 }
 
 /// Function starts the code names: targets of `bl`, and addresses taken
@@ -346,13 +316,7 @@ pub fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>)
 /// called directly, or passed by address).
 fn sweep_starts(elf: &ElfFile) -> Vec<u64> {
     let mut starts = Vec::new();
-    let segments: Vec<_> = elf.code_segments().collect();
-    let in_code = |a: u64| {
-        segments
-            .iter()
-            .any(|&(v, b)| a >= v && a - v < b.len() as u64)
-    };
-    for &(vaddr, bytes) in &segments {
+    for (vaddr, bytes) in elf.code_segments() {
         let mut page = [None::<u64>; 32];
         for (k, c) in bytes.chunks_exact(4).enumerate() {
             let pc = vaddr + 4 * k as u64;
@@ -375,7 +339,7 @@ fn sweep_starts(elf: &ElfFile) -> Vec<u64> {
             } else {
                 None
             };
-            if let Some(t) = target.filter(|&t| in_code(t) && t % 4 == 0) {
+            if let Some(t) = target.filter(|&t| elf.is_code(t) && t % 4 == 0) {
                 starts.push(t);
             }
         }

@@ -15,6 +15,7 @@
 
 use super::decode::{decode, Insn, Map};
 use super::rule::FRAME_POINTER;
+use crate::code::Starts;
 use crate::elf::ElfFile;
 use crate::rule::{CfaRule, Reg, RegRule, UnwindRule};
 use crate::unwinder::Method;
@@ -257,53 +258,17 @@ pub(crate) fn analyze(code: &[u8], pc_offset: usize) -> Result<State, Stop> {
     Ok(state)
 }
 
-/// How far back to look for the start of a function without a symbol.
-const MAX_BACKWARD: u64 = 16 * 1024;
-/// How many likely starts to offer for one pc.
-const MAX_CANDIDATES: usize = 8;
-
-/// Rules for `svma` from its function's instructions: from the function's
-/// symbol, or — for code without one (static functions of a stripped
-/// library) — from each likely start before it, nearest first: a 16-byte
-/// aligned address after padding, `ret`, `int3` or a jump (GCC aligns
-/// functions so). The unwinder keeps the first whose return address checks.
+/// Rules for `svma` from its function's instructions (see
+/// [`Starts::code_rules`]): likely starts are 16-byte aligned addresses
+/// after padding, `ret`, `int3` or a jump (GCC aligns functions so).
 pub fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>) -> bool {
-    if let Some(start) = elf.find_sized_symbol(svma) {
-        out.extend(rule_from_start(elf, start, svma));
-        return true;
+    Starts {
+        sweep: sweep_starts,
+        step: 16,
+        looks_like_start,
+        analyze: rule_from_start,
     }
-    // A symbol without a size (an assembly label, or a function the
-    // stripped file does not name) is one more candidate, the last.
-    let label = elf.find_symbol(svma).map(|(_, start)| start);
-    let floor = svma.saturating_sub(MAX_BACKWARD).max(label.unwrap_or(0));
-    // The nearest start the code names (a call target or an address
-    // taken) is the best guess; then aligned addresses after padding.
-    let starts = elf.code_starts(sweep_starts);
-    let i = starts.partition_point(|&a| a <= svma);
-    if let Some(&start) = i.checked_sub(1).and_then(|i| starts.get(i)) {
-        if start > floor {
-            out.extend(rule_from_start(elf, start, svma));
-        }
-    }
-    let mut a = svma & !15;
-    let mut found = 0;
-    while a > floor && a >= 16 && found < MAX_CANDIDATES {
-        if looks_like_start(elf, a) {
-            if let Some(r) = rule_from_start(elf, a, svma) {
-                found += 1;
-                if !out.contains(&r) {
-                    out.push(r);
-                }
-            }
-        }
-        a -= 16;
-    }
-    if let Some(r) = label.and_then(|start| rule_from_start(elf, start, svma)) {
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    false
+    .code_rules(elf, svma, out)
 }
 
 /// Function starts the code names: targets of `call rel32` and addresses
@@ -311,13 +276,7 @@ pub fn code_rules(elf: &ElfFile, svma: u64, out: &mut Vec<(UnwindRule, Method)>)
 /// stripped library are called directly, or passed by address).
 fn sweep_starts(elf: &ElfFile) -> Vec<u64> {
     let mut starts = Vec::new();
-    let segments: Vec<_> = elf.code_segments().collect();
-    let in_code = |a: u64| {
-        segments
-            .iter()
-            .any(|&(v, b)| a >= v && a - v < b.len() as u64)
-    };
-    for &(vaddr, bytes) in &segments {
+    for (vaddr, bytes) in elf.code_segments() {
         let mut at = 0;
         while at < bytes.len() {
             let Some(i) = decode(&bytes[at..]) else {
@@ -338,7 +297,7 @@ fn sweep_starts(elf: &ElfFile) -> Vec<u64> {
             } else {
                 None
             };
-            if let Some(t) = target.filter(|&t| in_code(t)) {
+            if let Some(t) = target.filter(|&t| elf.is_code(t)) {
                 starts.push(t);
             }
             at += i.len;
