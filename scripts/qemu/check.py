@@ -131,12 +131,14 @@ def parse_log(text):
     return sections, rcs, times, info, done, pids
 
 
-def call_lines(source):
-    """{callee: line} of the /* CALL:callee */ markers in leaky.c."""
+def call_lines(source, key=r"\w+"):
+    """{marker: line} of the /* CALL:marker */ comments in a fixture source:
+    leaky.c's markers name the callee; musl_leak.c's (key r"[\w@:]+") are
+    callee@caller."""
     lines = {}
     with open(source, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            m = re.search(r"/\*\s*CALL:(\w+)\s*\*/", line)
+            m = re.search(r"/\*\s*CALL:(" + key + r")\s*\*/", line)
             if m:
                 lines[m.group(1)] = n
     return lines
@@ -431,17 +433,6 @@ MUSL_SITES = ["keep_name", "open_log", "cmp_names"]
 # strdup calls of musl_leak (load_names): the kernel must have walked and
 # verified at least the three after the first (--verify-unwind).
 MUSL_VERIFIED_MIN = 3
-
-
-def musl_call_lines(source):
-    """{"callee@caller": line} of the /* CALL:callee@caller */ markers."""
-    lines = {}
-    with open(source, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            m = re.search(r"/\*\s*CALL:([\w@:]+)\s*\*/", line)
-            if m:
-                lines[m.group(1)] = n
-    return lines
 
 
 def musl_expect(err):
@@ -906,7 +897,7 @@ def main():
     badpid_run(c, sec, rcs)
     verify_run(c, sec, rcs, want)
     fallback_run(c, sec, rcs, want)
-    musl_lines = musl_call_lines(a.musl_source)
+    musl_lines = call_lines(a.musl_source, r"[\w@:]+")
     musl_leak_run(c, "musl-static", sec, rcs, musl_lines, "/musl-leak-static")
     musl_leak_run(c, "musl-dyn", sec, rcs, musl_lines, "/musl-leak-dyn")
     musl_verify_run(c, sec, rcs)

@@ -217,14 +217,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The files a program maps before its first instruction: itself, its
-/// interpreter, LD_PRELOAD and every library it needs (transitively), as
-/// far as they can be found, with what `mapped` already shows.
-fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathBuf> {
-    let dirs = search_dirs(exe, exe_path);
-    let mut files: Vec<PathBuf> = vec![exe_path.to_path_buf()];
-    files.extend(mapped.iter().map(PathBuf::from));
-    let mut seen = HashSet::new();
+/// The libraries the dynamic loader maps first, in its order: LD_PRELOAD,
+/// then the program's DT_NEEDED (their own needs follow as they are found).
+fn startup_queue(exe: &ElfFile) -> VecDeque<String> {
     let mut queue: VecDeque<String> = VecDeque::new();
     if let Ok(preload) = std::env::var("LD_PRELOAD") {
         queue.extend(
@@ -235,6 +230,18 @@ fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathB
         );
     }
     queue.extend(exe.needed_libraries());
+    queue
+}
+
+/// The files a program maps before its first instruction: itself, its
+/// interpreter, LD_PRELOAD and every library it needs (transitively), as
+/// far as they can be found, with what `mapped` already shows.
+fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathBuf> {
+    let dirs = search_dirs(exe, exe_path);
+    let mut files: Vec<PathBuf> = vec![exe_path.to_path_buf()];
+    files.extend(mapped.iter().map(PathBuf::from));
+    let mut seen = HashSet::new();
+    let mut queue = startup_queue(exe);
     queue.extend(exe.interpreter());
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
@@ -323,16 +330,7 @@ pub fn find(
     let dirs = search_dirs(&exe, exe_path);
     let mut searched = Vec::new();
     let mut seen = HashSet::new();
-    let mut queue: VecDeque<String> = VecDeque::new();
-    if let Ok(preload) = std::env::var("LD_PRELOAD") {
-        queue.extend(
-            preload
-                .split([' ', ':'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
-    }
-    queue.extend(exe.needed_libraries());
+    let mut queue = startup_queue(&exe);
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
             continue;
