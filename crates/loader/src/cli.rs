@@ -67,7 +67,8 @@ OPTIONS:
                              scan of the stack for return addresses), cfi,
                              cfi-fp (CFI, else frame pointers unchecked), or
                              fp (frame pointers only, as BCC) [default: auto]
-        --ringbuf-mb N       Ring buffer size in MiB (stack copies of misses)
+        --ringbuf-mb N       Ring buffer size in MiB (stack copies of misses);
+                             memleak keeps a queue of twice that in memory
                              [default: 2; 8 with --verify-unwind]
         --max-allocs N       Outstanding blocks the kernel's books hold
                              [default: 131072]

@@ -163,14 +163,18 @@ fn run(opts: Options) -> Result<u8> {
         .find(|m| m.name() == memleak_bpf::map::EVENTS)
         .ok_or_else(|| anyhow!("BPF map `events` missing"))
         .and_then(|m| libbpf_rs::MapHandle::try_from(&m).context("the event buffer"))?;
+    // Records wait in memory for the main thread: twice the kernel's buffer.
+    let queue_bytes = (opts.ringbuf_mb as usize) << 21;
     let mut source: Box<dyn EventSource> = match variant.transport {
-        memleak_bpf::Transport::RingBuffer => Box::new(RingBufferSource::start(events)?),
+        memleak_bpf::Transport::RingBuffer => {
+            Box::new(RingBufferSource::start(events, queue_bytes)?)
+        }
         memleak_bpf::Transport::PerfBuffer => {
             // --ringbuf-mb in all, split over the CPUs, in pages (a power of two).
             let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
             let pages = ((opts.ringbuf_mb as usize) << 20) / 4096 / cpus;
             let pages = pages.next_power_of_two().clamp(8, 1024);
-            Box::new(PerfBufferSource::start(events, pages)?)
+            Box::new(PerfBufferSource::start(events, pages, queue_bytes)?)
         }
     };
     let probes = probes::Probes::attach(obj, &alloc, pid)?;

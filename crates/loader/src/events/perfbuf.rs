@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use libbpf_rs::{MapHandle, PerfBuffer};
 
-use super::reader::{Drain, Msg, Reader};
+use super::reader::{Drain, Reader};
 
 /// The buffer, and the map it reads (kept open while it is read).
 struct Perf(PerfBuffer<'static>, #[allow(dead_code)] MapHandle);
@@ -25,15 +25,15 @@ pub struct PerfBufferSource;
 
 impl PerfBufferSource {
     /// Starts reading the perf event array `handle` refers to, with
-    /// `pages` pages (a power of two) per CPU.
-    pub fn start(handle: MapHandle, pages: usize) -> Result<Reader> {
+    /// `pages` pages (a power of two) per CPU, queueing up to `queue_bytes`
+    /// in memory.
+    pub fn start(handle: MapHandle, pages: usize, queue_bytes: usize) -> Result<Reader> {
         let reader = Reader::start(
             "perf buffer",
-            Box::new(move |tx, lost| {
+            queue_bytes,
+            Box::new(move |mut sink, lost| {
                 let pb = libbpf_rs::PerfBufferBuilder::new(&handle)
-                    .sample_cb(move |_cpu, data: &[u8]| {
-                        let _ = tx.send(Msg::Record(data.to_vec()));
-                    })
+                    .sample_cb(move |_cpu, data: &[u8]| sink.push(data))
                     .lost_cb(move |cpu, n| {
                         *lost.lock().unwrap_or_else(|p| p.into_inner()) += n;
                         log::warn!("perf buffer of CPU {cpu}: {n} records lost");

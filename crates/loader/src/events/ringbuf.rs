@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use libbpf_rs::{MapHandle, RingBuffer};
 
-use super::reader::{Drain, Msg, Reader};
+use super::reader::{Drain, Reader};
 
 /// The buffer, and the map it reads (kept open while it is read).
 struct Ring(RingBuffer<'static>, #[allow(dead_code)] MapHandle);
@@ -23,15 +23,17 @@ impl Drain for Ring {
 pub struct RingBufferSource;
 
 impl RingBufferSource {
-    /// Starts reading the ring buffer `handle` refers to.
-    pub fn start(handle: MapHandle) -> Result<Reader> {
+    /// Starts reading the ring buffer `handle` refers to, queueing up to
+    /// `queue_bytes` in memory.
+    pub fn start(handle: MapHandle, queue_bytes: usize) -> Result<Reader> {
         let reader = Reader::start(
             "ring buffer",
-            Box::new(move |tx, _lost| {
+            queue_bytes,
+            Box::new(move |mut sink, _lost| {
                 let mut builder = libbpf_rs::RingBufferBuilder::new();
                 builder
                     .add(&handle, move |data: &[u8]| {
-                        let _ = tx.send(Msg::Record(data.to_vec()));
+                        sink.push(data);
                         0
                     })
                     .map_err(|e| format!("{e:#}"))?;
