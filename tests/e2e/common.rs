@@ -138,7 +138,7 @@ pub fn compile(output_name: &str, compiler: &str, args: &[&str]) -> PathBuf {
     .clone()
 }
 
-fn path_str(p: &Path) -> &str {
+pub fn path_str(p: &Path) -> &str {
     p.to_str()
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
 }

@@ -19,6 +19,7 @@ mod cxx;
 mod demo;
 mod dlopen;
 mod errors;
+mod exec;
 mod filters;
 mod load;
 mod mmap;

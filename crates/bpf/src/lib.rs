@@ -126,6 +126,11 @@ pub mod prog {
     pub const FREE: &str = "free_entry";
     /// Entry of `munmap` (only with `--mmap`).
     pub const MUNMAP: &str = "munmap_entry";
+    /// Every entry through one multi-uprobe link, the kind in its cookie
+    /// (kernels 6.6+; loaded instead of the per-function programs).
+    pub const ENTRY_MULTI: &str = "entry_multi";
+    /// Every return through one multi-uprobe link (kernels 6.6+).
+    pub const RETURN_MULTI: &str = "return_multi";
     /// The stack walk, tail-called by every allocation entry (never attached).
     pub const WALK_STACK: &str = "walk_stack";
 }
@@ -222,8 +227,8 @@ pub struct Config {
     pub verify: u32,
     /// 1: every call is sent (`-t`).
     pub trace: u32,
-    /// 1: `realloc(p, 0)` frees `p` (glibc); 0: it returns a block (musl).
-    pub realloc_zero_frees: u32,
+    /// 0 (keeps the struct free of implicit padding).
+    pub _pad: u32,
 }
 impl Pod for Config {}
 
@@ -406,6 +411,11 @@ impl Kind {
         Kind::Free,
         Kind::Munmap,
     ];
+
+    /// The `K_*` number (the cookie of a multi-uprobe).
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
 
     fn from_raw(raw: u32) -> Option<Kind> {
         Kind::ALL.get(raw as usize).copied()

@@ -181,6 +181,32 @@ impl Books {
         }
     }
 
+    /// Drops the books of process `tgid` (its image was replaced by exec):
+    /// returns the bytes and blocks dropped from the heap's books.
+    pub fn forget_process(&self, tgid: u32) -> Result<(u64, u64)> {
+        let mut dropped = (0, 0);
+        for c in [Category::Heap, Category::Mmap] {
+            for (addr, info) in self.blocks(c, tgid)? {
+                let key = AllocKey {
+                    addr,
+                    tgid,
+                    _pad: 0,
+                };
+                let _ = self.blocks_map(c).delete(key.as_bytes());
+                if c == Category::Heap {
+                    dropped.0 += info.size;
+                    dropped.1 += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Forgets thread `tid`'s copy end.
+    pub fn delete_copy_end(&self, tid: u32) {
+        let _ = self.copy_ends.delete(&tid.to_ne_bytes());
+    }
+
     /// Forgets a rule (its code was unmapped).
     pub fn delete_rule(&self, key: &RuleKey) {
         let _ = self.rules.delete(key.as_bytes());

@@ -82,6 +82,10 @@ OPTIONS:
         --read-helper KIND   auto, user (bpf_probe_read_user, Linux 5.5+) or
                              legacy (bpf_probe_read) [default: auto, or
                              $MEMLEAK_READ_HELPER]
+        --attach KIND        auto, multi (two multi-uprobe links, Linux 6.6+:
+                             detaching takes 0.1 s) or single (a link per
+                             probe, 0.1 s each) [default: auto, or
+                             $MEMLEAK_ATTACH]
     -v, --verbose            More logging on stderr (-v info, -vv debug,
                              -vvv trace); RUST_LOG overrides
     -h, --help               Print this help
@@ -133,6 +137,8 @@ pub struct Options {
     pub verify_unwind: bool,
     pub events: Choice<Transport>,
     pub read_helper: Choice<UserRead>,
+    /// Multi-uprobe links (`Forced(true)`), one link per probe (`Forced(false)`).
+    pub attach_multi: Choice<bool>,
     pub verbose: u8,
 }
 
@@ -166,6 +172,15 @@ fn read_helper(v: &str) -> Result<Choice<UserRead>> {
         "user" => Choice::Forced(UserRead::ProbeReadUser),
         "legacy" => Choice::Forced(UserRead::ProbeRead),
         other => bail!("invalid --read-helper `{other}`: use auto, user or legacy"),
+    })
+}
+
+fn attach(v: &str) -> Result<Choice<bool>> {
+    Ok(match v {
+        "auto" => Choice::Auto,
+        "multi" => Choice::Forced(true),
+        "single" => Choice::Forced(false),
+        other => bail!("invalid --attach `{other}`: use auto, multi or single"),
     })
 }
 
@@ -222,6 +237,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         // once more with the fallbacks forced this way).
         events: match std::env::var("MEMLEAK_EVENTS") {
             Ok(v) => events(&v).context("MEMLEAK_EVENTS")?,
+            Err(_) => Choice::Auto,
+        },
+        attach_multi: match std::env::var("MEMLEAK_ATTACH") {
+            Ok(v) => attach(&v).context("MEMLEAK_ATTACH")?,
             Err(_) => Choice::Auto,
         },
         read_helper: match std::env::var("MEMLEAK_READ_HELPER") {
@@ -318,6 +337,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Long("verify-unwind") => o.verify_unwind = true,
             Long("events") => o.events = events(&p.value()?.to_string_lossy())?,
             Long("read-helper") => o.read_helper = read_helper(&p.value()?.to_string_lossy())?,
+            Long("attach") => o.attach_multi = attach(&p.value()?.to_string_lossy())?,
             Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
             Value(v) => {
                 if positional.len() >= 2 {

@@ -26,10 +26,70 @@ pub struct Features {
     pub probe_read_user: bool,
     /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
     pub perf_buffer: bool,
+    /// Multi-uprobe links that filter by process (6.6+, fixed in 6.9 and
+    /// stable kernels: the first ones filtered by thread).
+    pub uprobe_multi: bool,
 }
 
 fn yes(rc: i32) -> bool {
     rc > 0
+}
+
+/// libbpf's probe for multi-uprobe links: creating one in the binary "/"
+/// fails with EBADF where they exist, and one for PID -1 fails early with
+/// EINVAL where they filter by process.
+fn probe_uprobe_multi() -> bool {
+    // mov r0, 0; exit
+    let mut insns = [libbpf_sys::bpf_insn::default(); 2];
+    insns[0].code = 0xb7;
+    insns[1].code = 0x95;
+    let mut load = libbpf_sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: libbpf_sys::BPF_TRACE_UPROBE_MULTI,
+        ..Default::default()
+    };
+    // SAFETY: valid instructions, a NUL-terminated license and sized options.
+    let prog = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_KPROBE,
+            std::ptr::null(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut load,
+        )
+    };
+    if prog < 0 {
+        return false;
+    }
+    let offset: std::os::raw::c_ulong = 0;
+    let link = |pid: u32| {
+        let mut opts = libbpf_sys::bpf_link_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: writing the union's variant this attach type reads.
+        unsafe {
+            let m = &mut opts.__bindgen_anon_1.uprobe_multi;
+            m.path = c"/".as_ptr();
+            m.offsets = &offset;
+            m.cnt = 1;
+            m.pid = pid;
+        }
+        // SAFETY: a loaded program and options that outlive the call.
+        let fd = unsafe {
+            libbpf_sys::bpf_link_create(prog, -1, libbpf_sys::BPF_TRACE_UPROBE_MULTI, &opts)
+        };
+        if fd >= 0 {
+            // SAFETY: closing the link just created.
+            unsafe { libc::close(fd) };
+        }
+        fd
+    };
+    let ok = link(0) == -libc::EBADF && link(u32::MAX) == -libc::EINVAL;
+    // SAFETY: closing the program loaded above.
+    unsafe { libc::close(prog) };
+    ok
 }
 
 impl Features {
@@ -55,6 +115,7 @@ impl Features {
                     libbpf_sys::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
                     std::ptr::null(),
                 )),
+                uprobe_multi: probe_uprobe_multi(),
             }
         }
     }
@@ -99,6 +160,22 @@ impl Features {
     }
 }
 
+impl Features {
+    /// Whether to attach through two multi-uprobe links: where the kernel
+    /// has them, or as forced (refused when it lacks them).
+    pub fn choose_multi(&self, attach: Choice<bool>) -> Result<bool> {
+        match attach {
+            Choice::Auto => Ok(self.uprobe_multi),
+            Choice::Forced(false) => Ok(false),
+            Choice::Forced(true) if self.uprobe_multi => Ok(true),
+            Choice::Forced(true) => bail!(
+                "this kernel has no multi-uprobe links that filter by process (Linux 6.6+); \
+                 use --attach single"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +185,7 @@ mod tests {
         ring_buffer: true,
         probe_read_user: true,
         perf_buffer: true,
+        uprobe_multi: true,
     };
 
     #[test]

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::MapCore;
 use log::{info, warn};
 use memleak_unwind_arch::{AnyUnwinder, ElfFile};
@@ -120,7 +120,7 @@ fn run(opts: Options) -> Result<u8> {
         opts.output.as_deref(),
         matches!(opts.target, Target::Command(_)),
     )?;
-    let (pid, exe, child) = match &opts.target {
+    let (pid, mut exe, child) = match &opts.target {
         Target::Pid(pid) => (*pid, process::check_pid(*pid)?, None),
         Target::Command(cmd) => {
             let (child, exe) = process::spawn_stopped(cmd)?;
@@ -148,12 +148,12 @@ fn run(opts: Options) -> Result<u8> {
                 exe_elf.machine()
             )
         })?;
-    let variant = features::Features::probe().choose(opts.events, opts.read_helper)?;
+    let features = features::Features::probe();
+    let variant = features.choose(opts.events, opts.read_helper)?;
     let params = probes::LoadParams {
         variant,
         pc_mask: unwinder.code_address_mask(),
-        // glibc's realloc(p, 0) frees p and returns NULL; musl returns a block.
-        realloc_zero_frees: !alloc.path.to_string_lossy().contains("musl"),
+        multi: features.choose_multi(opts.attach_multi)?,
     };
     let big_endian = exe_elf.endian() == gimli::RunTimeEndian::Big;
     let obj = probes::load(&opts, &params)?;
@@ -177,7 +177,8 @@ fn run(opts: Options) -> Result<u8> {
             Box::new(PerfBufferSource::start(events, pages, queue_bytes)?)
         }
     };
-    let probes = probes::Probes::attach(obj, &alloc, pid)?;
+    let mut probes = probes::Probes::new(obj, params.multi);
+    let probe_count = probes.attach(&alloc, pid)?;
     install_signal_handlers()?;
 
     // The thread that resolves misses: while it is behind, every allocation
@@ -193,13 +194,13 @@ fn run(opts: Options) -> Result<u8> {
     match &opts.target {
         Target::Pid(_) => eprintln!(
             "Attaching to pid {pid} ({} probes on {}), Ctrl-C to quit.",
-            probes.link_count(),
+            probe_count,
             alloc.path.display()
         ),
         Target::Command(_) => info!(
             "tracing {} ({} probes on {})",
             exe.display(),
-            probes.link_count(),
+            probe_count,
             alloc.path.display()
         ),
     }
@@ -215,24 +216,27 @@ fn run(opts: Options) -> Result<u8> {
     // INTERVAL is bounded by the options (136 years): no overflow here.
     let mut next_report = interval.and_then(|i| Instant::now().checked_add(i));
     let mut reports = 0u64;
-    let mut report =
-        |tracker: &mut Tracker, source: &mut dyn EventSource, is_final: bool| -> Result<Written> {
-            settle(source, tracker, &books)?;
-            tracker.snapshot(&books, opts.mmap)?;
-            let losses = report::losses(
-                tracker,
-                &probes.counters(),
-                probes.prog_misses(),
-                source.lost(),
+    let mut report = |tracker: &mut Tracker,
+                      source: &mut dyn EventSource,
+                      probes: &probes::Probes,
+                      is_final: bool|
+     -> Result<Written> {
+        settle(source, tracker, &books)?;
+        tracker.snapshot(&books, opts.mmap)?;
+        let losses = report::losses(
+            tracker,
+            &probes.counters(),
+            probes.prog_misses(),
+            source.lost(),
+        );
+        if losses.lost_events > 0 {
+            warn!(
+                "{} events lost: the report may be incomplete",
+                losses.lost_events
             );
-            if losses.lost_events > 0 {
-                warn!(
-                    "{} events lost: the report may be incomplete",
-                    losses.lost_events
-                );
-            }
-            output.write(&report::render(tracker, &opts, &losses, is_final, pid))
-        };
+        }
+        output.write(&report::render(tracker, &opts, &losses, is_final, pid))
+    };
     let end = loop {
         pump(
             source.as_mut(),
@@ -248,6 +252,43 @@ fn run(opts: Options) -> Result<u8> {
         match child {
             Some(c) => match process::poll_child(c)? {
                 ChildState::Running => {}
+                ChildState::Exec => {
+                    // Everything of the old image first; then its books go
+                    // (its memory went with it) and the new one is probed.
+                    settle(source.as_mut(), &mut tracker, &books)?;
+                    let new_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .with_context(|| format!("process {pid} after its exec"))?;
+                    let new_elf = ElfFile::open(&new_exe.to_string_lossy())?;
+                    if new_elf.machine() != exe_elf.machine() {
+                        bail!(
+                            "{} executed {}, a program for another machine ({}): memleak cannot follow it",
+                            exe.display(),
+                            new_exe.display(),
+                            new_elf.machine()
+                        );
+                    }
+                    probes.detach_pid(pid);
+                    let (bytes, blocks) = books.forget_process(pid as u32)?;
+                    tracker.exec(&books);
+                    let alloc = allocator::find(
+                        &new_exe,
+                        None,
+                        None,
+                        opts.obj.as_deref(),
+                        &opts.symbol_prefix,
+                        opts.mmap,
+                    )?;
+                    let n = probes.attach(&alloc, pid)?;
+                    info!(
+                        "{} executed {}: {bytes} bytes in {blocks} blocks of the old image dropped; \
+                         {n} probes on {}",
+                        exe.display(),
+                        new_exe.display(),
+                        alloc.path.display()
+                    );
+                    exe = new_exe;
+                    process::resume(c);
+                }
                 ChildState::Exiting => {
                     // Memory is still mapped: take in what is pending and
                     // look at the maps once more.
@@ -275,7 +316,7 @@ fn run(opts: Options) -> Result<u8> {
                 let last = opts.count.is_some_and(|c| reports >= c);
                 tracker.refresh_modules();
                 tracker.forget_unmapped_rules(&books);
-                let written = report(&mut tracker, source.as_mut(), last)?;
+                let written = report(&mut tracker, source.as_mut(), &probes, last)?;
                 if last || written == Written::Closed {
                     break End::Done;
                 }
@@ -291,7 +332,7 @@ fn run(opts: Options) -> Result<u8> {
     };
     log::debug!("rule cache: {:?}", tracker.cache_stats());
     if !matches!(end, End::Done) {
-        report(&mut tracker, source.as_mut(), true)?;
+        report(&mut tracker, source.as_mut(), &probes, true)?;
     }
     drop(probes);
     // With a command: its status. One that still runs (memleak was

@@ -65,7 +65,26 @@ impl Drop for Probes {
 /// The loaded BPF object and its attachments.
 pub struct Probes {
     pub obj: Object,
-    links: Vec<Link>,
+    /// Attached through multi-uprobe links.
+    multi: bool,
+    /// The links of each traced process.
+    links: Vec<(i32, Vec<Link>)>,
+}
+
+/// Closes links side by side: each waits for an RCU grace period (about
+/// 0.1 s) in the kernel.
+fn close_links(links: Vec<Link>) {
+    if links.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let n = links.len();
+    std::thread::scope(|s| {
+        for l in links {
+            s.spawn(move || drop(l));
+        }
+    });
+    debug!("{n} probe links detached in {:?}", started.elapsed());
 }
 
 /// The map's initial value (its `.rodata` bytes before load).
@@ -94,8 +113,9 @@ pub struct LoadParams {
     pub variant: memleak_bpf::Variant,
     /// Bits of a code address (see `AnyUnwinder::code_address_mask`).
     pub pc_mask: u64,
-    /// glibc's `realloc(p, 0)` frees `p`.
-    pub realloc_zero_frees: bool,
+    /// Attach through two multi-uprobe links (loads their two programs
+    /// instead of the per-function ones).
+    pub multi: bool,
 }
 
 /// Loads the object with `opts` applied. Nothing is attached yet.
@@ -117,7 +137,7 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
         max_frames: opts.max_frames as u32,
         verify: u32::from(opts.verify_unwind),
         trace: u32::from(opts.trace),
-        realloc_zero_frees: u32::from(params.realloc_zero_frees),
+        _pad: 0,
     };
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
@@ -156,8 +176,18 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
     }
     for mut p in open.progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
-        if !opts.mmap && (name == prog::MMAP || name == prog::MUNMAP) {
+        let multi_prog = name == prog::ENTRY_MULTI || name == prog::RETURN_MULTI;
+        let needed = match name.as_str() {
+            prog::WALK_STACK => true,
+            prog::MMAP | prog::MUNMAP => opts.mmap && !params.multi,
+            _ => multi_prog == params.multi,
+        };
+        if !needed {
             p.set_autoload(false);
+        }
+        // A tail call needs the caller's attach type (6.x kernels check).
+        if params.multi && name == prog::WALK_STACK {
+            p.set_attach_type(libbpf_rs::ProgramAttachType::TraceUprobeMulti);
         }
         // -vv: the verifier's statistics of each program (BPF_LOG_STATS:
         // "processed N insns ..."), through libbpf's log.
@@ -195,62 +225,116 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
 }
 
 impl Probes {
-    /// Attaches entry and return probes to every function of `alloc`, for `pid` only.
-    pub fn attach(obj: Object, alloc: &Allocator, pid: i32) -> Result<Probes> {
+    /// The loaded object, nothing attached yet; `multi`: as loaded with
+    /// [`LoadParams::multi`].
+    pub fn new(obj: Object, multi: bool) -> Probes {
+        Probes {
+            obj,
+            multi,
+            links: Vec::new(),
+        }
+    }
+
+    /// Attaches entry and return probes to every function of `alloc`, for
+    /// `pid` only. Returns how many probes that is.
+    pub fn attach(&mut self, alloc: &Allocator, pid: i32) -> Result<usize> {
+        let what = |symbol: &str, offset: u64| {
+            format!(
+                "attaching uprobe to {}:{symbol} (offset {offset:#x})",
+                alloc.path.display()
+            )
+        };
+        let failed = |what: String, e: libbpf_rs::Error| {
+            match explain(errno_of(&e), &what, pid) {
+            Some(msg) => anyhow!(msg),
+            None if errno_of(&e) == Some(libc::EINVAL) => anyhow!(
+                "{what}: invalid argument (another tool may be probing the same function with a different ref_ctr_offset; see dmesg)"
+            ),
+            None => anyhow!("{what}: {e:#}"),
+        }
+        };
+        let find = |name: &str| {
+            self.obj
+                .progs_mut()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| anyhow!("BPF program {name} missing"))
+        };
+        let has_return = |k: Kind| !matches!(k, Kind::Free | Kind::Munmap);
         let mut links = Vec::new();
-        let find = |name: &str| obj.progs_mut().find(|p| p.name() == name);
-        for point in &alloc.probes {
-            let program = point.kind.program();
-            let entry = find(program).ok_or_else(|| anyhow!("BPF program {program} missing"))?;
-            let attach = |p: &libbpf_rs::ProgramMut<'_>, ret: bool| -> Result<Link> {
-                p.attach_uprobe(ret, pid, &alloc.path, point.file_offset as usize).map_err(|e| {
-                    let what = format!(
-                        "attaching uprobe to {}:{} (offset {:#x})",
-                        alloc.path.display(),
-                        point.symbol,
-                        point.file_offset
-                    );
-                    match explain(errno_of(&e), &what, pid) {
-                        Some(msg) => anyhow!(msg),
-                        None if errno_of(&e) == Some(libc::EINVAL) => anyhow!(
-                            "{what}: invalid argument (another tool may be probing the same function with a different ref_ctr_offset; see dmesg)"
-                        ),
-                        None => anyhow!("{what}: {e:#}"),
-                    }
-                })
-            };
-            links.push(attach(&entry, false)?);
-            if !matches!(point.kind, Kind::Free | Kind::Munmap) {
-                let ret = find(prog::ALLOC_RETURN)
-                    .ok_or_else(|| anyhow!("BPF program alloc_return missing"))?;
-                links.push(attach(&ret, true)?);
+        let mut count = 0;
+        if self.multi {
+            // One link for the entries, one for the returns, the kind in
+            // each probe's cookie.
+            let entries: Vec<_> = alloc.probes.iter().collect();
+            let returns: Vec<_> = alloc.probes.iter().filter(|p| has_return(p.kind)).collect();
+            for (program, points, ret) in [
+                (prog::ENTRY_MULTI, entries, false),
+                (prog::RETURN_MULTI, returns, true),
+            ] {
+                if points.is_empty() {
+                    continue;
+                }
+                let opts = libbpf_rs::UprobeMultiOpts {
+                    offsets: points.iter().map(|p| p.file_offset as usize).collect(),
+                    cookies: points.iter().map(|p| u64::from(p.kind.raw())).collect(),
+                    retprobe: ret,
+                    ..Default::default()
+                };
+                let link = find(program)?
+                    .attach_uprobe_multi_with_opts(pid, &alloc.path, "", opts)
+                    .map_err(|e| {
+                        let names: Vec<_> = points.iter().map(|p| p.symbol.as_str()).collect();
+                        failed(
+                            format!(
+                                "attaching uprobes to {}:{{{}}}",
+                                alloc.path.display(),
+                                names.join(",")
+                            ),
+                            e,
+                        )
+                    })?;
+                links.push(link);
+                count += points.len();
             }
+        } else {
+            for point in &alloc.probes {
+                let entry = find(point.kind.program())?;
+                let attach = |p: &libbpf_rs::ProgramMut<'_>, ret: bool| -> Result<Link> {
+                    p.attach_uprobe(ret, pid, &alloc.path, point.file_offset as usize)
+                        .map_err(|e| failed(what(&point.symbol, point.file_offset), e))
+                };
+                links.push(attach(&entry, false)?);
+                if has_return(point.kind) {
+                    links.push(attach(&find(prog::ALLOC_RETURN)?, true)?);
+                }
+                count += 1 + usize::from(has_return(point.kind));
+            }
+        }
+        for point in &alloc.probes {
             debug!("probing {} at {:#x}", point.symbol, point.file_offset);
         }
         info!(
-            "attached {} probes to {} for pid {pid}",
-            links.len(),
-            alloc.path.display()
+            "attached {count} probes to {} for pid {pid} ({} links)",
+            alloc.path.display(),
+            links.len()
         );
-        Ok(Probes { obj, links })
+        self.links.push((pid, links));
+        Ok(count)
     }
 
-    /// Number of uprobes attached.
-    pub fn link_count(&self) -> usize {
-        self.links.len()
+    /// Detaches the probes of `pid` (its image is gone: exec, exit).
+    pub fn detach_pid(&mut self, pid: i32) {
+        let (gone, kept) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(p, _)| *p == pid);
+        self.links = kept;
+        close_links(gone.into_iter().flat_map(|(_, l)| l).collect());
     }
 
-    /// Detaches every probe. Each detach waits for an RCU grace period
-    /// (about 0.1 s), so they are dropped side by side, not one by one.
+    /// Detaches every probe.
     pub fn detach(&mut self) {
-        let started = std::time::Instant::now();
         let links = std::mem::take(&mut self.links);
-        std::thread::scope(|s| {
-            for l in links {
-                s.spawn(move || drop(l));
-            }
-        });
-        debug!("probes detached in {:?}", started.elapsed());
+        close_links(links.into_iter().flat_map(|(_, l)| l).collect());
     }
 
     /// Sum of each per-CPU counter.

@@ -188,6 +188,9 @@ pub enum ChildState {
     Running,
     /// Stopped at its exit: memory still mapped. Continue with `resume`.
     Exiting,
+    /// Stopped right after an exec: the new image is mapped (its shared
+    /// libraries not yet), nothing of it ran. Continue with `resume`.
+    Exec,
     Exited(ChildExit),
 }
 
@@ -208,6 +211,9 @@ pub fn poll_child(pid: Pid) -> Result<ChildState> {
             Ok(WaitStatus::StillAlive) => return Ok(ChildState::Running),
             Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == libc::PTRACE_EVENT_EXIT => {
                 return Ok(ChildState::Exiting)
+            }
+            Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == libc::PTRACE_EVENT_EXEC => {
+                return Ok(ChildState::Exec)
             }
             Ok(WaitStatus::PtraceEvent(p, _, _)) => {
                 let _ = ptrace::cont(p, None);
@@ -234,7 +240,7 @@ pub fn kill(pid: Pid) -> Result<ChildExit> {
     loop {
         match poll_child(pid)? {
             ChildState::Exited(how) => return Ok(how),
-            ChildState::Exiting => resume(pid),
+            ChildState::Exiting | ChildState::Exec => resume(pid),
             ChildState::Running => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
     }

@@ -202,6 +202,23 @@ impl Tracker {
         }
     }
 
+    /// The process replaced its image (exec): the rules, copy ends and
+    /// stack locations of the old one go; stacks already seen keep their
+    /// files.
+    pub fn exec(&mut self, books: &Books) {
+        for pc in std::mem::take(&mut self.cached).into_keys() {
+            books.delete_rule(&self.rule_key(pc));
+        }
+        for tid in std::mem::take(&mut self.copy_ends).into_keys() {
+            books.delete_copy_end(tid);
+        }
+        // Kernel stack ids hash the PCs only: the new image may reuse them.
+        self.by_id.clear();
+        self.unknown_pcs.clear();
+        self.process_gone = false;
+        self.refresh_modules();
+    }
+
     /// Marks the process as gone: no more /proc reads.
     pub fn process_exited(&mut self) {
         self.process_gone = true;

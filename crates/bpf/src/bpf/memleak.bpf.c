@@ -50,6 +50,7 @@ static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_tail_call)(void *ctx, void *prog_array_map, __u32 index) = (void *)12;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static __u64 (*bpf_get_attach_cookie)(void *ctx) = (void *)174; /* 5.15; used on 6.6+ only */
 #ifdef MEMLEAK_LEGACY_READ
 /* Kernels before 5.5: bpf_probe_read reads user memory on the
  * architectures memleak supports (they have no separate user address space
@@ -152,7 +153,6 @@ const volatile struct config cfg = {
 	.max_frames = 64,
 	.verify = 0,
 	.trace = 0,
-	.realloc_zero_frees = 1,
 };
 
 /* Per-thread state between an allocator's entry and its return. */
@@ -993,8 +993,7 @@ int mmap_entry(struct pt_regs *ctx)
 }
 
 /* One return probe serves every allocation function: the kind is in the thread state. */
-SEC("uretprobe")
-int alloc_return(struct pt_regs *ctx)
+static __always_inline int on_return(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32;
@@ -1031,7 +1030,10 @@ int alloc_return(struct pt_regs *ctx)
 		if (ret != 0) {
 			if (st->old_ptr != 0)
 				unbook_older(&allocs, tgid, st->old_ptr, st->ts_ns);
-		} else if (st->size == 0 && st->old_ptr != 0 && cfg.realloc_zero_frees) {
+		} else if (st->size == 0 && st->old_ptr != 0) {
+			/* realloc(p, 0) returned NULL: glibc, uClibc and jemalloc
+			 * freed p; musl returns a block (NULL only when it could
+			 * not allocate one, which 0 bytes never meet). */
 			unbook_older(&allocs, tgid, st->old_ptr, st->ts_ns);
 		}
 	}
@@ -1039,6 +1041,12 @@ int alloc_return(struct pt_regs *ctx)
 		return 0; /* failed allocations are not leaks */
 	book(st->kind == K_MMAP ? (void *)&mmaps : (void *)&allocs, tgid, ret, st);
 	return 0;
+}
+
+SEC("uretprobe")
+int alloc_return(struct pt_regs *ctx)
+{
+	return on_return(ctx);
 }
 
 SEC("uprobe")
@@ -1051,6 +1059,61 @@ SEC("uprobe")
 int munmap_entry(struct pt_regs *ctx)
 {
 	return on_free(ctx, K_MUNMAP, (ureg)REG_ARG0(ctx), (ureg)REG_ARG1(ctx));
+}
+
+/*
+ * Kernels with multi-uprobe links (6.6+) get every entry through one link
+ * and every return through another, the kind in each probe's cookie:
+ * detaching a link waits for one RCU grace period, not one per probe (17
+ * links took 1.5 s to close). The loader loads these two programs instead
+ * of the ones above only there (the cookie helper is 5.15+).
+ */
+SEC("uprobe.multi")
+int entry_multi(struct pt_regs *ctx)
+{
+	__u64 kind = bpf_get_attach_cookie(ctx);
+	__u64 a0 = (ureg)REG_ARG0(ctx), a1 = (ureg)REG_ARG1(ctx), a2 = (ureg)REG_ARG2(ctx);
+	__u64 size = a0, old_ptr = 0, memptr = 0;
+
+	switch (kind) {
+	case K_FREE:
+		return on_free(ctx, K_FREE, a0, 0);
+	case K_MUNMAP:
+		return on_free(ctx, K_MUNMAP, a0, a1);
+	case K_MALLOC:
+	case K_VALLOC:
+	case K_PVALLOC:
+		break;
+	case K_CALLOC:
+		size = a0 * a1;
+		break;
+	case K_REALLOC:
+		size = a1;
+		old_ptr = a0;
+		break;
+	case K_REALLOCARRAY:
+		size = a1 * a2;
+		old_ptr = a0;
+		break;
+	case K_POSIX_MEMALIGN:
+		size = a2;
+		memptr = a0;
+		break;
+	case K_ALIGNED_ALLOC:
+	case K_MEMALIGN:
+	case K_MMAP:
+		size = a1;
+		break;
+	default:
+		return 0;
+	}
+	return on_entry(ctx, (__u32)kind, size, old_ptr, memptr);
+}
+
+SEC("uretprobe.multi")
+int return_multi(struct pt_regs *ctx)
+{
+	return on_return(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

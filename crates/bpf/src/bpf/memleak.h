@@ -134,7 +134,7 @@ struct config {
 	unsigned int max_frames;  /* --max-frames */
 	unsigned int verify;      /* 1: send every tracked allocation's copy with the kernel's stack */
 	unsigned int trace;       /* 1: -t, send every call */
-	unsigned int realloc_zero_frees; /* glibc: realloc(p, 0) frees p and returns NULL */
+	unsigned int _pad;
 };
 
 struct event_hdr {
