@@ -18,8 +18,8 @@ sudo=""
 echo "== cargo test (the e2e tests load BPF: root)" >&2
 $sudo cargo test --locked --workspace
 
-echo "== the e2e tests once more with the fallbacks for older kernels forced (perf buffer, bpf_probe_read)" >&2
-$sudo env MEMLEAK_EVENTS=perfbuf MEMLEAK_READ_HELPER=legacy cargo test --locked -p memleak-loader --test e2e
+echo "== the e2e tests once more with the fallbacks for older kernels forced (perf buffer, bpf_probe_read, a link per probe)" >&2
+$sudo env MEMLEAK_EVENTS=perfbuf MEMLEAK_READ_HELPER=legacy MEMLEAK_ATTACH=single cargo test --locked -p memleak-loader --test e2e
 
 echo "== static builds (all targets)" >&2
 # build-static.sh prints `<triple> <path> <size>` per target and checks each
