@@ -256,6 +256,14 @@ pub mod fixtures {
         NOFP_STATIC,
         &["tests/fixtures/src/static_leak.c"],
     );
+    /// tests/fixtures/src/forker.c: a parent, two children, a grandchild
+    /// and an exec, each leaking its own amount.
+    pub const FORKER: Build = fixture(
+        "forker",
+        "gcc",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+        &["tests/fixtures/src/forker.c"],
+    );
     /// tests/fixtures/src/musl_leak.c, static, with Debian's musl (libc.a:
     /// no unwind tables, no frame pointers).
     pub const MUSL_LEAK_STATIC: Build = fixture(
@@ -316,6 +324,10 @@ pub mod fixtures {
 
     pub fn dlopen_main() -> PathBuf {
         build(&DLOPEN_MAIN)
+    }
+
+    pub fn forker() -> PathBuf {
+        build(&FORKER)
     }
 
     pub fn static_leak() -> PathBuf {

@@ -21,6 +21,7 @@ mod dlopen;
 mod errors;
 mod exec;
 mod filters;
+mod forks;
 mod load;
 mod mmap;
 mod musl;

@@ -516,6 +516,12 @@ fn bad_input_gives_one_accurate_error_line() {
             says: &[other_malloc, "has not loaded it"],
         },
         Case {
+            what: "-f with -p (a running process's children cannot be held)",
+            args: s(&["-f", "-p", &sleeper_pid, "1", "1"]),
+            landlock: false,
+            says: &["-f follows the forks of a command memleak starts"],
+        },
+        Case {
             what: "--output naming a directory",
             args: s(&["--output", dir, "--", &leaky, "1"]),
             landlock: false,

@@ -621,6 +621,19 @@ struct TraceEventRaw {
 }
 impl Pod for TraceEventRaw {}
 
+/// Where every record keeps its process, right after the header.
+const TGID_AT: usize = std::mem::offset_of!(StackEventFixed, tgid);
+const _: () = assert!(
+    std::mem::offset_of!(MunmapEventRaw, tgid) == TGID_AT
+        && std::mem::offset_of!(TraceEventRaw, tgid) == TGID_AT
+);
+
+/// The process a record is about, without parsing the rest of it.
+pub fn record_tgid(b: &[u8]) -> Option<u32> {
+    b.get(TGID_AT..TGID_AT + 4)
+        .map(|t| u32::from_ne_bytes(t.try_into().expect("4 bytes")))
+}
+
 /// A stack sent to user space: a miss (the kernel could not finish it) or,
 /// with `--verify-unwind`, one it finished, to be unwound again and compared.
 #[derive(Debug, Clone)]

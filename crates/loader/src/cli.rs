@@ -42,6 +42,12 @@ and continuing memleak (Ctrl-Z, fg, strace) never ends the run.
 OPTIONS:
     -p, --pid PID            Trace the running process PID
     -c, --command CMD        Run CMD (split on whitespace) under tracing
+    -f, --follow-forks       Also trace the processes the command forks, and
+                             theirs: each with its own books and its own
+                             section of the report (JSON: an object per
+                             process); the run ends when all have exited.
+                             Without -f, the report says how many were not
+                             followed
     -T, --top N              Stacks to show per report [default: 10]
     -z, --min-size BYTES     Ignore allocations smaller than BYTES
     -Z, --max-size BYTES     Ignore allocations larger than BYTES
@@ -120,6 +126,8 @@ pub struct Options {
     pub older_ms: u64,
     pub sample_rate: u32,
     pub show_allocs: bool,
+    /// -f: trace the command's children too.
+    pub follow_forks: bool,
     pub trace: bool,
     pub obj: Option<PathBuf>,
     pub symbol_prefix: String,
@@ -219,6 +227,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         older_ms: 0,
         sample_rate: 1,
         show_allocs: false,
+        follow_forks: false,
         trace: false,
         obj: None,
         symbol_prefix: String::new(),
@@ -280,6 +289,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             }
             Short('a') | Long("show-allocs") => o.show_allocs = true,
             Short('t') | Long("trace") => o.trace = true,
+            Short('f') | Long("follow-forks") => o.follow_forks = true,
             Short('O') | Long("obj") => o.obj = Some(PathBuf::from(p.value()?)),
             Short('S') | Long("symbol-prefix") => {
                 o.symbol_prefix = p.value()?.to_string_lossy().into_owned()
@@ -382,6 +392,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     }
     o.target = match (pid, command) {
         (Some(_), Some(_)) => bail!("use either -p PID or a command, not both"),
+        (Some(_), None) if o.follow_forks => bail!(
+            "-f follows the forks of a command memleak starts (-- CMD); with -p it cannot \
+             hold a running process's new children before they allocate"
+        ),
         (Some(pid), None) => Target::Pid(pid),
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),

@@ -17,10 +17,12 @@ mod features;
 mod output;
 mod probes;
 mod process;
+mod procs;
 mod report;
 mod rules;
 mod tracker;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +36,8 @@ use crate::books::Books;
 use crate::cli::{Options, Parsed, Target};
 use crate::events::{EventSource, PerfBufferSource, RingBufferSource};
 use crate::output::{Output, Written};
-use crate::process::{ChildExit, ChildState};
+use crate::process::{ChildExit, Tracees};
+use crate::procs::{Proc, Procs};
 use crate::tracker::Tracker;
 
 /// The signal that asked memleak to stop (0: none yet).
@@ -81,28 +84,28 @@ fn init_logging(verbose: u8) {
 /// Handles every record available now (none waited for beyond `timeout`).
 fn pump(
     source: &mut dyn EventSource,
-    tracker: &mut Tracker,
+    procs: &mut Procs,
     books: &Books,
     timeout: Duration,
 ) -> Result<()> {
     let mut wait = timeout;
     while let Some(rec) = source.recv(wait)? {
-        tracker.handle(&rec, books);
+        procs.handle(&rec, books);
         wait = Duration::ZERO;
     }
     Ok(())
 }
 
 /// Everything the kernel sent so far, handled: the books are then complete.
-fn settle(source: &mut dyn EventSource, tracker: &mut Tracker, books: &Books) -> Result<()> {
+fn settle(source: &mut dyn EventSource, procs: &mut Procs, books: &Books) -> Result<()> {
     source.sync()?;
-    pump(source, tracker, books, Duration::ZERO)
+    pump(source, procs, books, Duration::ZERO)
 }
 
 /// Why tracing ended.
 #[derive(Clone, Copy)]
 enum End {
-    /// The command ended (with -- CMD).
+    /// The command ended (with -- CMD), and every child followed with -f.
     Exited(ChildExit),
     /// The process of -p ended.
     PidExited,
@@ -110,6 +113,47 @@ enum End {
     Interrupted(i32),
     /// COUNT reports were written, or the reader of the reports went away.
     Done,
+}
+
+/// What finds and probes a process's allocator, and builds its unwinder.
+struct Prober<'a> {
+    opts: &'a Options,
+    machine: u16,
+}
+
+impl Prober<'_> {
+    fn unwinder(&self) -> AnyUnwinder {
+        AnyUnwinder::for_machine(self.machine, self.opts.unwind, self.opts.max_frames)
+            .expect("checked at start")
+    }
+
+    /// Finds the allocator of `exe` (not started yet, or just exec'd: its
+    /// shared libraries are not mapped) and probes it for `pid`.
+    fn probe_image(&self, probes: &mut probes::Probes, pid: i32, exe: &Path) -> Result<()> {
+        let elf = ElfFile::open(&exe.to_string_lossy())?;
+        if elf.machine() != self.machine {
+            bail!(
+                "process {pid} executed {}, a program for another machine ({}): memleak cannot follow it",
+                exe.display(),
+                elf.machine()
+            );
+        }
+        let alloc = allocator::find(
+            exe,
+            None,
+            None,
+            self.opts.obj.as_deref(),
+            &self.opts.symbol_prefix,
+            self.opts.mmap,
+        )?;
+        let n = probes.attach(&alloc, pid)?;
+        info!(
+            "process {pid}: {} ({n} probes on {})",
+            exe.display(),
+            alloc.path.display()
+        );
+        Ok(())
+    }
 }
 
 /// Traces as `opts` says and returns memleak's exit status: with a command,
@@ -120,12 +164,16 @@ fn run(opts: Options) -> Result<u8> {
         opts.output.as_deref(),
         matches!(opts.target, Target::Command(_)),
     )?;
-    let (pid, mut exe, child) = match &opts.target {
+    let (pid, exe, child) = match &opts.target {
         Target::Pid(pid) => (*pid, process::check_pid(*pid)?, None),
         Target::Command(cmd) => {
             let (child, exe) = process::spawn_stopped(cmd)?;
             (child.as_raw(), exe, Some(child))
         }
+    };
+    let mut tracees = match child {
+        Some(c) => Some(Tracees::new(c, true)?),
+        None => None,
     };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok();
     let alloc = allocator::find(
@@ -148,6 +196,10 @@ fn run(opts: Options) -> Result<u8> {
                 exe_elf.machine()
             )
         })?;
+    let prober = Prober {
+        opts: &opts,
+        machine: exe_elf.machine(),
+    };
     let features = features::Features::probe();
     let variant = features.choose(opts.events, opts.read_helper)?;
     let params = probes::LoadParams {
@@ -190,6 +242,9 @@ fn run(opts: Options) -> Result<u8> {
     }
     let mut tracker = Tracker::new(pid, unwinder, big_endian, opts.trace);
     tracker.refresh_modules();
+    let mut procs = Procs::new(pid, exe.clone(), tracker);
+    // Children forked and not followed (without -f).
+    let mut unfollowed = 0u64;
 
     match &opts.target {
         Target::Pid(_) => eprintln!(
@@ -198,10 +253,15 @@ fn run(opts: Options) -> Result<u8> {
             alloc.path.display()
         ),
         Target::Command(_) => info!(
-            "tracing {} ({} probes on {})",
+            "tracing {} ({} probes on {}){}",
             exe.display(),
             probe_count,
-            alloc.path.display()
+            alloc.path.display(),
+            if opts.follow_forks {
+                ", and the processes it forks"
+            } else {
+                "; processes it forks are not followed (-f follows them)"
+            }
         ),
     }
     if let Some(child) = child {
@@ -216,31 +276,42 @@ fn run(opts: Options) -> Result<u8> {
     // INTERVAL is bounded by the options (136 years): no overflow here.
     let mut next_report = interval.and_then(|i| Instant::now().checked_add(i));
     let mut reports = 0u64;
-    let mut report = |tracker: &mut Tracker,
+    let mut report = |procs: &mut Procs,
                       source: &mut dyn EventSource,
                       probes: &probes::Probes,
+                      unfollowed: u64,
                       is_final: bool|
      -> Result<Written> {
-        settle(source, tracker, &books)?;
-        tracker.snapshot(&books, opts.mmap)?;
-        let losses = report::losses(
-            tracker,
-            &probes.counters(),
-            probes.prog_misses(),
-            source.lost(),
-        );
-        if losses.lost_events > 0 {
-            warn!(
-                "{} events lost: the report may be incomplete",
-                losses.lost_events
-            );
+        settle(source, procs, &books)?;
+        let counters = probes.counters();
+        let mut text = String::new();
+        let mut lost = 0;
+        let many = opts.follow_forks;
+        for p in procs.iter_mut() {
+            p.tracker.snapshot(&books, opts.mmap)?;
+            let losses = report::losses(&p.tracker, &counters, probes.prog_misses(), source.lost());
+            lost = lost.max(losses.lost_events);
+            let header = report::Header {
+                pid: p.pid,
+                exe: &p.exe,
+                parent: p.parent,
+                exit: p.exit,
+                section: many,
+                unfollowed: (!opts.follow_forks && p.parent.is_none()).then_some(unfollowed),
+            };
+            text.push_str(&report::render(
+                &p.tracker, &opts, &losses, is_final, &header,
+            ));
         }
-        output.write(&report::render(tracker, &opts, &losses, is_final, pid))
+        if lost > 0 {
+            warn!("{lost} events lost: the report may be incomplete");
+        }
+        output.write(&text)
     };
     let end = loop {
         pump(
             source.as_mut(),
-            &mut tracker,
+            &mut procs,
             &books,
             Duration::from_millis(50),
         )?;
@@ -249,74 +320,112 @@ fn run(opts: Options) -> Result<u8> {
             info!("interrupted by signal {sig}: final report");
             break End::Interrupted(sig);
         }
-        match child {
-            Some(c) => match process::poll_child(c)? {
-                ChildState::Running => {}
-                ChildState::Exec => {
-                    // Everything of the old image first; then its books go
-                    // (its memory went with it) and the new one is probed.
-                    settle(source.as_mut(), &mut tracker, &books)?;
-                    let new_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-                        .with_context(|| format!("process {pid} after its exec"))?;
-                    let new_elf = ElfFile::open(&new_exe.to_string_lossy())?;
-                    if new_elf.machine() != exe_elf.machine() {
-                        bail!(
-                            "{} executed {}, a program for another machine ({}): memleak cannot follow it",
-                            exe.display(),
-                            new_exe.display(),
-                            new_elf.machine()
-                        );
+        let mut ended = None;
+        match tracees.as_mut() {
+            Some(t) => {
+                while let Some(ev) = t.poll()? {
+                    match ev {
+                        process::Event::Exec(p) => {
+                            // Everything of the old image first; then its
+                            // books go (its memory went with it) and the new
+                            // one is probed.
+                            settle(source.as_mut(), &mut procs, &books)?;
+                            let raw = p.as_raw();
+                            let new_exe = std::fs::read_link(format!("/proc/{raw}/exe"))
+                                .with_context(|| format!("process {raw} after its exec"))?;
+                            probes.detach_pid(raw);
+                            let (bytes, blocks) = books.forget_process(raw as u32)?;
+                            if let Some(proc) = procs.get_mut(raw) {
+                                info!(
+                                    "process {raw}: {} executed {}: {bytes} bytes in {blocks} blocks \
+                                     of the old image dropped",
+                                    proc.exe.display(),
+                                    new_exe.display()
+                                );
+                                proc.tracker.exec(&books);
+                                proc.exe = new_exe.clone();
+                            }
+                            prober.probe_image(&mut probes, raw, &new_exe)?;
+                            process::resume(p);
+                        }
+                        process::Event::Forked { parent, child } => {
+                            let (praw, craw) = (parent.as_raw(), child.as_raw());
+                            if opts.follow_forks {
+                                // The child runs its parent's image: the same
+                                // allocator, probed for the child before it
+                                // runs.
+                                let Some(pp) = procs.get(praw) else {
+                                    t.adopt(child, false);
+                                    process::resume(parent);
+                                    continue;
+                                };
+                                let exe = pp.exe.clone();
+                                let tracker = pp.tracker.fork(craw, prober.unwinder(), &books);
+                                prober.probe_image(&mut probes, craw, &exe)?;
+                                info!("process {praw} forked {craw}: followed");
+                                procs.add(Proc {
+                                    pid: craw,
+                                    exe,
+                                    parent: Some(praw),
+                                    tracker,
+                                    exit: None,
+                                });
+                                t.adopt(child, true);
+                            } else {
+                                unfollowed += 1;
+                                info!("process {praw} forked {craw}: not followed (-f follows it)");
+                                t.adopt(child, false);
+                            }
+                            process::resume(parent);
+                        }
+                        process::Event::Exiting(p) => {
+                            // Memory is still mapped: take in what is
+                            // pending and look at the maps once more.
+                            settle(source.as_mut(), &mut procs, &books)?;
+                            if let Some(proc) = procs.get_mut(p.as_raw()) {
+                                proc.tracker.refresh_modules();
+                            }
+                            process::resume(p);
+                        }
+                        process::Event::Exited(p, how) => {
+                            let raw = p.as_raw();
+                            if let Some(proc) = procs.get_mut(raw) {
+                                proc.tracker.process_exited();
+                                proc.exit = Some(how);
+                                info!("process {raw}: {} {how}", proc.exe.display());
+                            }
+                            probes.detach_pid(raw);
+                            // The run ends with the command and every child
+                            // followed.
+                            if t.count() == 0 {
+                                if let Some(how) = procs.root().exit {
+                                    ended = Some(End::Exited(how));
+                                }
+                            }
+                        }
                     }
-                    probes.detach_pid(pid);
-                    let (bytes, blocks) = books.forget_process(pid as u32)?;
-                    tracker.exec(&books);
-                    let alloc = allocator::find(
-                        &new_exe,
-                        None,
-                        None,
-                        opts.obj.as_deref(),
-                        &opts.symbol_prefix,
-                        opts.mmap,
-                    )?;
-                    let n = probes.attach(&alloc, pid)?;
-                    info!(
-                        "{} executed {}: {bytes} bytes in {blocks} blocks of the old image dropped; \
-                         {n} probes on {}",
-                        exe.display(),
-                        new_exe.display(),
-                        alloc.path.display()
-                    );
-                    exe = new_exe;
-                    process::resume(c);
-                }
-                ChildState::Exiting => {
-                    // Memory is still mapped: take in what is pending and
-                    // look at the maps once more.
-                    settle(source.as_mut(), &mut tracker, &books)?;
-                    tracker.refresh_modules();
-                    process::resume(c);
-                }
-                ChildState::Exited(how) => {
-                    tracker.process_exited();
-                    info!("{} {how}", exe.display());
-                    break End::Exited(how);
-                }
-            },
-            None => {
-                if !process::alive(pid) {
-                    tracker.process_exited();
-                    info!("process {pid} exited");
-                    break End::PidExited;
                 }
             }
+            None => {
+                if !process::alive(pid) {
+                    procs.root_mut().tracker.process_exited();
+                    info!("process {pid} exited");
+                    ended = Some(End::PidExited);
+                }
+            }
+        }
+        if let Some(end) = ended {
+            break end;
         }
         if let (Some(at), Some(iv)) = (next_report, interval) {
             if Instant::now() >= at {
                 reports += 1;
                 let last = opts.count.is_some_and(|c| reports >= c);
-                tracker.refresh_modules();
-                tracker.forget_unmapped_rules(&books);
-                let written = report(&mut tracker, source.as_mut(), &probes, last)?;
+                for p in procs.iter_mut() {
+                    p.tracker.refresh_modules();
+                    p.tracker.forget_unmapped_rules(&books);
+                }
+                let written = report(&mut procs, source.as_mut(), &probes, unfollowed, last)?;
                 if last || written == Written::Closed {
                     break End::Done;
                 }
@@ -330,20 +439,22 @@ fn run(opts: Options) -> Result<u8> {
             }
         }
     };
-    log::debug!("rule cache: {:?}", tracker.cache_stats());
+    for p in procs.iter() {
+        log::debug!("rule cache of {}: {:?}", p.pid, p.tracker.cache_stats());
+    }
     if !matches!(end, End::Done) {
-        report(&mut tracker, source.as_mut(), &probes, true)?;
+        report(&mut procs, source.as_mut(), &probes, unfollowed, true)?;
     }
     drop(probes);
-    // With a command: its status. One that still runs (memleak was
-    // interrupted, or wrote its COUNT reports) is killed: memleak started it
-    // and does not leave it running untraced.
-    let killed = match (end, child) {
-        (End::Interrupted(_) | End::Done, Some(c)) => Some(process::kill(c)?),
+    // With a command: its status. Processes that still run (memleak was
+    // interrupted, or wrote its COUNT reports) are killed: memleak started
+    // them and does not leave them running untraced.
+    let killed = match (end, child, tracees.as_mut()) {
+        (End::Interrupted(_) | End::Done, Some(c), Some(t)) => t.kill_all(c)?,
         _ => None,
     };
     if let Some(how) = killed {
-        info!("{} {how} (by memleak)", exe.display());
+        info!("{} {how} (by memleak)", procs.root().exe.display());
     }
     Ok(match end {
         End::Exited(how) => how.status(),

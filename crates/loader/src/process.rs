@@ -144,13 +144,6 @@ pub fn spawn_stopped(cmd: &[OsString]) -> Result<(Pid, PathBuf)> {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => {}
                 other => bail!("{} did not start: {other:?}", program.display()),
             }
-            ptrace::setoptions(
-                child,
-                ptrace::Options::PTRACE_O_TRACEEXIT
-                    | ptrace::Options::PTRACE_O_EXITKILL
-                    | ptrace::Options::PTRACE_O_TRACEEXEC,
-            )
-            .context("ptrace options")?;
             let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap_or(program);
             Ok((child, exe))
         }
@@ -183,15 +176,160 @@ impl std::fmt::Display for ChildExit {
     }
 }
 
-/// What the command did since the last look.
-pub enum ChildState {
-    Running,
+/// What a traced process did since the last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
     /// Stopped at its exit: memory still mapped. Continue with `resume`.
-    Exiting,
+    Exiting(Pid),
     /// Stopped right after an exec: the new image is mapped (its shared
     /// libraries not yet), nothing of it ran. Continue with `resume`.
-    Exec,
-    Exited(ChildExit),
+    Exec(Pid),
+    /// Stopped at a fork (or vfork) that made `child`, which is held
+    /// stopped until [`Tracees::adopt`] says whether to follow it. Continue
+    /// the parent with `resume`.
+    Forked { parent: Pid, child: Pid },
+    /// Gone.
+    Exited(Pid, ChildExit),
+}
+
+/// The processes memleak started or followed, under ptrace: it sees their
+/// exec, fork and exit, and forwards every other signal.
+#[derive(Default)]
+pub struct Tracees {
+    /// Processes traced and running (or stopped by their own signals).
+    known: std::collections::HashSet<Pid>,
+    /// New children whose first stop came before their parent's fork event.
+    stopped_unannounced: std::collections::HashSet<Pid>,
+    /// New children announced and decided on, whose first stop has not come
+    /// yet: true to follow, false to let go.
+    awaited: std::collections::HashMap<Pid, bool>,
+}
+
+impl Tracees {
+    /// Traces the command `spawn_stopped` started; `forks`: report its forks.
+    pub fn new(command: Pid, forks: bool) -> Result<Tracees> {
+        let mut options = ptrace::Options::PTRACE_O_TRACEEXIT
+            | ptrace::Options::PTRACE_O_EXITKILL
+            | ptrace::Options::PTRACE_O_TRACEEXEC;
+        if forks {
+            options |= ptrace::Options::PTRACE_O_TRACEFORK | ptrace::Options::PTRACE_O_TRACEVFORK;
+        }
+        ptrace::setoptions(command, options).context("ptrace options")?;
+        let mut t = Tracees::default();
+        t.known.insert(command);
+        Ok(t)
+    }
+
+    /// Decides on a child announced by [`Event::Forked`]: follow it (it
+    /// stays traced, its forks and exit reported) or let it go. It runs
+    /// from here on.
+    pub fn adopt(&mut self, child: Pid, follow: bool) {
+        if self.stopped_unannounced.remove(&child) {
+            self.start(child, follow);
+        } else {
+            self.awaited.insert(child, follow);
+        }
+    }
+
+    /// A new child at its first stop, decided on: continued without the
+    /// SIGSTOP that stopped it.
+    fn start(&mut self, child: Pid, follow: bool) {
+        if follow {
+            self.known.insert(child);
+            let _ = ptrace::cont(child, None);
+        } else {
+            let _ = ptrace::detach(child, None);
+        }
+    }
+
+    /// Processes traced now.
+    pub fn count(&self) -> usize {
+        self.known.len()
+    }
+
+    /// The next event of any traced process, without blocking.
+    pub fn poll(&mut self) -> Result<Option<Event>> {
+        loop {
+            let status = match wait(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return Ok(None),
+                Ok(s) => s,
+                Err(e) => bail!("waiting for the traced processes: {e}"),
+            };
+            match status {
+                WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXIT) => {
+                    return Ok(Some(Event::Exiting(p)))
+                }
+                WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXEC) => {
+                    return Ok(Some(Event::Exec(p)))
+                }
+                WaitStatus::PtraceEvent(p, _, ev)
+                    if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK =>
+                {
+                    match ptrace::getevent(p) {
+                        Ok(child) => {
+                            return Ok(Some(Event::Forked {
+                                parent: p,
+                                child: Pid::from_raw(child as i32),
+                            }))
+                        }
+                        Err(_) => {
+                            let _ = ptrace::cont(p, None);
+                        }
+                    }
+                }
+                WaitStatus::PtraceEvent(p, _, _) => {
+                    let _ = ptrace::cont(p, None);
+                }
+                WaitStatus::Stopped(p, Signal::SIGSTOP) if !self.known.contains(&p) => {
+                    // A new child's first stop.
+                    match self.awaited.remove(&p) {
+                        Some(follow) => self.start(p, follow),
+                        None => {
+                            self.stopped_unannounced.insert(p);
+                        }
+                    }
+                }
+                WaitStatus::Stopped(p, sig) => {
+                    // A signal for the process: deliver it.
+                    let _ = ptrace::cont(p, Some(sig));
+                }
+                WaitStatus::Exited(p, code) => {
+                    self.known.remove(&p);
+                    return Ok(Some(Event::Exited(p, ChildExit::Code(code))));
+                }
+                WaitStatus::Signaled(p, sig, _) => {
+                    self.known.remove(&p);
+                    return Ok(Some(Event::Exited(p, ChildExit::Signal(sig))));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Kills every traced process (SIGKILL) and waits until they are gone;
+    /// returns how `command` ended.
+    pub fn kill_all(&mut self, command: Pid) -> Result<Option<ChildExit>> {
+        for p in &self.known {
+            let _ = nix::sys::signal::kill(*p, Signal::SIGKILL);
+        }
+        let mut how = None;
+        while !self.known.is_empty() {
+            match self.poll()? {
+                Some(Event::Exited(p, h)) if p == command => how = Some(h),
+                Some(Event::Exited(..)) => {}
+                Some(Event::Exiting(p) | Event::Exec(p)) => resume(p),
+                Some(Event::Forked { parent, child }) => {
+                    self.adopt(child, false);
+                    resume(parent);
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        Ok(how)
+    }
 }
 
 /// `waitpid`, retried when a signal interrupts it.
@@ -204,49 +342,7 @@ fn wait(pid: Pid, flags: Option<WaitPidFlag>) -> nix::Result<WaitStatus> {
     }
 }
 
-/// Polls the traced command without blocking; forwards its signals.
-pub fn poll_child(pid: Pid) -> Result<ChildState> {
-    loop {
-        match wait(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::StillAlive) => return Ok(ChildState::Running),
-            Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == libc::PTRACE_EVENT_EXIT => {
-                return Ok(ChildState::Exiting)
-            }
-            Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == libc::PTRACE_EVENT_EXEC => {
-                return Ok(ChildState::Exec)
-            }
-            Ok(WaitStatus::PtraceEvent(p, _, _)) => {
-                let _ = ptrace::cont(p, None);
-            }
-            Ok(WaitStatus::Stopped(p, sig)) => {
-                // A signal for the command: deliver it.
-                let _ = ptrace::cont(p, Some(sig));
-            }
-            Ok(WaitStatus::Exited(_, code)) => {
-                return Ok(ChildState::Exited(ChildExit::Code(code)))
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return Ok(ChildState::Exited(ChildExit::Signal(sig)))
-            }
-            Ok(_) => continue,
-            Err(e) => bail!("waiting for the command (pid {pid}): {e}"),
-        }
-    }
-}
-
-/// Kills the command (SIGKILL) and waits for it to be gone.
-pub fn kill(pid: Pid) -> Result<ChildExit> {
-    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    loop {
-        match poll_child(pid)? {
-            ChildState::Exited(how) => return Ok(how),
-            ChildState::Exiting | ChildState::Exec => resume(pid),
-            ChildState::Running => std::thread::sleep(std::time::Duration::from_millis(5)),
-        }
-    }
-}
-
-/// Lets the command go on (after its exec stop or exit stop).
+/// Lets a traced process go on (after its exec, fork or exit stop).
 pub fn resume(pid: Pid) {
     let _ = ptrace::cont(pid, None);
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use memleak_bpf::Counter;
 
 use crate::cli::{Format, Options};
+use crate::process::ChildExit;
 use crate::tracker::{Alloc, ReportFrame, Tracker};
 
 pub struct StackReport<'a> {
@@ -172,13 +173,28 @@ fn json_opt_num(out: &mut String, v: Option<u64>) {
 }
 
 /// Renders one report.
+/// Which process a report is about.
+pub struct Header<'a> {
+    pub pid: i32,
+    pub exe: &'a std::path::Path,
+    /// The traced process that forked it.
+    pub parent: Option<i32>,
+    /// How it ended, if it did.
+    pub exit: Option<ChildExit>,
+    /// One section among several (`-f`): the text names the process.
+    pub section: bool,
+    /// Children it forked that memleak did not follow (without `-f`).
+    pub unfollowed: Option<u64>,
+}
+
 pub fn render(
     tracker: &Tracker,
     opts: &Options,
     losses: &Losses,
     is_final: bool,
-    pid: i32,
+    header: &Header<'_>,
 ) -> String {
+    let pid = header.pid;
     let now = monotonic_ns();
     let older_ns = opts.older_ms.saturating_mul(1_000_000);
     let heap = group(
@@ -215,7 +231,16 @@ pub fn render(
             for (i, (name, v)) in losses.named.iter().enumerate() {
                 let _ = write!(out, "{}\"{name}\":{v}", if i > 0 { "," } else { "" });
             }
-            out.push_str("},\"stacks\":[");
+            out.push_str("},\"exe\":");
+            json_str(&mut out, Some(&header.exe.to_string_lossy()));
+            out.push_str(",\"parent\":");
+            json_opt_num(&mut out, header.parent.map(|p| p as u64));
+            out.push_str(",\"exit\":");
+            json_str(&mut out, header.exit.map(|e| e.to_string()).as_deref());
+            if let Some(n) = header.unfollowed {
+                let _ = write!(out, ",\"children_not_followed\":{n}");
+            }
+            out.push_str(",\"stacks\":[");
             let shown = heap.iter().take(opts.top).chain(mmap.iter().take(opts.top));
             for (i, s) in shown.enumerate() {
                 if i > 0 {
@@ -269,6 +294,16 @@ pub fn render(
             out.push_str("]}\n");
         }
         Format::Text => {
+            if header.section {
+                let _ = write!(out, "== process {pid} ({})", header.exe.display());
+                if let Some(p) = header.parent {
+                    let _ = write!(out, ", child of {p}");
+                }
+                if let Some(e) = header.exit {
+                    let _ = write!(out, ", {e}");
+                }
+                out.push('\n');
+            }
             let _ = writeln!(
                 out,
                 "[{}] {}Top {} stacks with outstanding allocations (total {total_bytes} bytes in {total_allocs} allocations):",
@@ -315,6 +350,13 @@ pub fn render(
                 .collect();
             if !detail.is_empty() {
                 let _ = writeln!(out, "  ({})", detail.join(", "));
+            }
+            if let Some(n) = header.unfollowed.filter(|&n| n > 0) {
+                let _ = writeln!(
+                    out,
+                    "{n} child process{} forked and not followed (-f follows them)",
+                    if n == 1 { "" } else { "es" }
+                );
             }
         }
     }

@@ -219,6 +219,23 @@ impl Tracker {
         self.refresh_modules();
     }
 
+    /// The tracker of `pid`, just forked from this tracker's process: the
+    /// same mappings and files, and the rules cached for this process put
+    /// into the kernel's cache for the child too (same code, same
+    /// addresses). `unwinder` is a fresh one for the same machine.
+    pub fn fork(&self, pid: i32, unwinder: AnyUnwinder, books: &Books) -> Tracker {
+        let mut t = Tracker::new(pid, unwinder, self.big_endian, self.trace);
+        t.files = self.files.clone();
+        t.modules = self.modules.clone();
+        for (pc, rule) in &self.cached {
+            if books.insert_rule(&t.rule_key(*pc), rule).is_ok() {
+                t.cached.insert(*pc, *rule);
+            }
+        }
+        t.refresh_modules();
+        t
+    }
+
     /// Marks the process as gone: no more /proc reads.
     pub fn process_exited(&mut self) {
         self.process_gone = true;

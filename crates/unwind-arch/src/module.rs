@@ -137,7 +137,8 @@ pub fn parse_proc_maps(text: &str) -> Vec<MapsEntry> {
 
 /// Opens ELF files once, optionally under a sysroot (for offline unwinding
 /// of a recording made on another machine). Failures are remembered too.
-#[derive(Debug, Default)]
+/// A clone shares the files opened so far (a forked process maps them).
+#[derive(Debug, Default, Clone)]
 pub struct ElfCache {
     sysroot: Option<PathBuf>,
     files: HashMap<String, Option<Rc<ElfFile>>>,

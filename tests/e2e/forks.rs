@@ -1,0 +1,144 @@
+//! `-f`: a command's children (and theirs) are traced too, each with its
+//! own books and its own report section; without `-f` they are not, and
+//! the report says how many were left alone.
+//! tests/fixtures/src/forker.c prints each process's ground truth.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `EXPECT_PROC pid=P parent=PP leaked_bytes=B leaked_allocations=N` lines:
+/// pid -> (parent, bytes, allocations).
+fn expected(run: &Run) -> BTreeMap<u64, (u64, u64, u64)> {
+    let mut m = BTreeMap::new();
+    for line in run.stderr.lines().filter(|l| l.starts_with("EXPECT_PROC ")) {
+        let kv: BTreeMap<&str, u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k, v.parse().expect("a number")))
+            .collect();
+        m.insert(
+            kv["pid"],
+            (kv["parent"], kv["leaked_bytes"], kv["leaked_allocations"]),
+        );
+    }
+    assert_eq!(m.len(), 4, "forker's four processes\n{}", run.describe());
+    m
+}
+
+/// The JSON report objects, as parsed values (for the fields the common
+/// parser leaves out).
+fn raw_reports(run: &Run) -> Vec<Value> {
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with(REPORT_PREFIX))
+        .map(|l| serde_json::from_str(l).expect("a JSON report"))
+        .collect()
+}
+
+/// Every process's final report holds exactly its own leaks: the parent's
+/// block that child 1 frees stays the parent's, the grandchild is followed
+/// through its parent, and child 2's blocks from before its exec are gone.
+#[test]
+fn follow_forks_reports_each_process_exactly() {
+    let bin = fixtures::forker();
+    let run = memleak_json(&["-f"], &bin, &[]);
+    assert!(run.status.success(), "{}", run.describe());
+    let truth = expected(&run);
+    let reports = run.reports();
+    let raw = raw_reports(&run);
+    assert_eq!(
+        reports.len(),
+        truth.len(),
+        "one final report object per process\n{}",
+        run.describe()
+    );
+    let root = *truth
+        .iter()
+        .find(|(_, (parent, _, _))| *parent == 0)
+        .expect("the parent's line")
+        .0;
+    for (report, raw) in reports.iter().zip(&raw) {
+        assert!(report.is_final);
+        assert_no_lost_events(report);
+        let (parent, bytes, allocations) = truth.get(&report.pid).unwrap_or_else(|| {
+            panic!(
+                "a report for unknown process {}\n{}",
+                report.pid,
+                run.describe()
+            )
+        });
+        assert_eq!(
+            (report.outstanding_bytes, report.outstanding_allocations),
+            (*bytes, *allocations),
+            "process {} (child of {parent}):\n{}",
+            report.pid,
+            report.render()
+        );
+        let reported_parent = raw["parent"].as_u64().unwrap_or(0);
+        assert_eq!(
+            reported_parent,
+            if report.pid == root { 0 } else { *parent },
+            "the parent of process {}",
+            report.pid
+        );
+        assert_eq!(raw["exit"].as_str(), Some("exited with status 0"));
+        assert_eq!(raw["exe"].as_str(), Some(path_str(&bin)));
+        for stack in &report.stacks {
+            assert!(
+                stack.frames.iter().any(|f| f.function() == "leak"),
+                "process {}: a stack that does not go through leak():\n{}",
+                report.pid,
+                stack.render()
+            );
+        }
+    }
+    // The target comes first.
+    assert_eq!(reports[0].pid, root);
+    // The grandchild's blocks come through grandchild(), child 2's through
+    // main() of the new image.
+    let by_pid = |pid: u64| reports.iter().find(|r| r.pid == pid).unwrap();
+    let grandchild = truth.iter().find(|(_, v)| v.1 == 77).unwrap().0;
+    assert!(by_pid(*grandchild)
+        .stacks
+        .iter()
+        .all(|s| s.has_function("grandchild")));
+    let child1 = truth.iter().find(|(_, v)| v.1 == 400).unwrap().0;
+    assert!(by_pid(*child1)
+        .stacks
+        .iter()
+        .all(|s| s.has_function("child1")));
+}
+
+/// Without `-f`: the parent's leaks alone, and the report says that two
+/// children were not followed (text and JSON).
+#[test]
+fn without_follow_forks_children_are_counted_not_traced() {
+    let bin = fixtures::forker();
+    let run = memleak_json(&[], &bin, &[]);
+    let report = run.final_report();
+    assert_no_lost_events(&report);
+    let truth = expected(&run);
+    let (_, bytes, allocations) = truth[&report.pid];
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        (bytes, allocations),
+        "{}",
+        report.render()
+    );
+    assert_eq!((bytes, allocations), (300, 3));
+    let raw = raw_reports(&run);
+    assert_eq!(raw[0]["children_not_followed"].as_u64(), Some(2));
+
+    let text = memleak(&["--", path_str(&bin)]);
+    assert!(text.status.success(), "{}", text.describe());
+    assert!(
+        text.stderr
+            .contains("2 child processes forked and not followed (-f follows them)"),
+        "{}",
+        text.describe()
+    );
+}
