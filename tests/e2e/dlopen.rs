@@ -111,3 +111,87 @@ fn dlopen_plugin_leak(verify_unwind: bool) {
         assert_unwind_verified_at_least(&report, COUNT - 1, "the plugin's blocks 2 and later");
     }
 }
+
+/// Levels of plugin_nest with `close` (NEST_DEPTH in dlopen_main.c).
+const NEST_DEPTH: u64 = 5;
+
+/// The plugin is dlclose()d (unmapped) right after its leaks, before
+/// memleak may have read a single record of them, and plugin_nest's
+/// deeper levels are walked by the kernel with cached rules, so their
+/// stacks are first seen in the final report. Every frame in the plugin
+/// must still be placed in it: function, file and line, down to main.
+#[test]
+fn dlclosed_plugin_frames_symbolized() {
+    let plugin = fixtures::plugin();
+    let bin = fixtures::dlopen_main();
+    let plugin_src = fixture_src("plugin.c");
+    let main_src = fixture_src("dlopen_main.c");
+    let count = COUNT.to_string();
+    let args = [path_str(&plugin), count.as_str(), "0", "close"];
+    let run = memleak_json(&[], &bin, &args);
+    let report = run.final_report();
+    assert_no_lost_events(&report);
+    let site = run.expect().site("plugin_alloc").clone();
+    assert_eq!(
+        (site.allocations, site.size),
+        (COUNT + NEST_DEPTH, 88),
+        "unexpected ground truth\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        report.losses.get("unwind_stopped").copied(),
+        Some(0),
+        "a stack stopped:\n{}",
+        report.render()
+    );
+    let in_plugin = |f: &Frame| f.in_module(&plugin);
+    let nest_call = call_line(&plugin_src, "plugin_nest@plugin_nest");
+    let nest_alloc = call_line(&plugin_src, "plugin_alloc@plugin_nest");
+    let mut depths = Vec::new();
+    for stack in report.stacks_with_function("plugin_alloc") {
+        for f in &stack.frames[1..] {
+            if in_plugin(f) {
+                assert!(
+                    f.function.is_some() && f.line.is_some(),
+                    "a frame in the unloaded plugin without function or line:\n{}",
+                    stack.render()
+                );
+            }
+        }
+        let main = stack
+            .frames
+            .iter()
+            .position(|f| f.function() == "main")
+            .unwrap_or_else(|| panic!("the stack does not reach main:\n{}", stack.render()));
+        assert!(stack.frames[main].in_module(&bin));
+        if stack.has_function("plugin_nest") {
+            // plugin_alloc <- plugin_nest (the allocating level) <- the
+            // recursive calls <- main.
+            let levels = &stack.frames[2..main];
+            assert_eq!(levels[0].line, Some(nest_alloc), "{}", stack.render());
+            for f in &levels[1..] {
+                assert_eq!(
+                    (f.function(), f.line),
+                    ("plugin_nest", Some(nest_call)),
+                    "{}",
+                    stack.render()
+                );
+            }
+            assert_eq!(
+                stack.frames[main].line,
+                Some(call_line(&main_src, "plugin_nest@main"))
+            );
+            depths.push(levels.len() as u64);
+        }
+    }
+    depths.sort();
+    assert_eq!(
+        depths,
+        (1..=NEST_DEPTH).collect::<Vec<_>>(),
+        "one stack per level of plugin_nest:\n{}",
+        report.render()
+    );
+    let (bytes, allocations) = report.totals_where(|s| s.has_function("plugin_alloc"));
+    assert_eq!((bytes, allocations), (site.bytes, site.allocations));
+    assert_outstanding_matches_valgrind(&report, &bin, &args);
+}

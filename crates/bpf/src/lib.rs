@@ -126,6 +126,9 @@ pub mod prog {
     pub const FREE: &str = "free_entry";
     /// Entry of `munmap` (only with `--mmap`).
     pub const MUNMAP: &str = "munmap_entry";
+    /// The dynamic linker's `_dl_debug_state`: sends the loaded objects
+    /// before a dlclose unmaps some.
+    pub const LINK_CHANGE: &str = "link_change";
     /// Every entry through one multi-uprobe link, the kind in its cookie
     /// (kernels 6.6+; loaded instead of the per-function programs).
     pub const ENTRY_MULTI: &str = "entry_multi";
@@ -157,6 +160,9 @@ pub mod map {
     pub const RULES: &str = "rules";
     /// Per-CPU loss and bookkeeping counters, indexed by [`Counter`](crate::Counter).
     pub const COUNTERS: &str = "counters";
+    /// Per process: the address of the dynamic linker's `_r_debug`
+    /// (`u32` tgid → `u64`).
+    pub const R_DEBUGS: &str = "r_debugs";
     /// Per thread: where its stack copies may stop (`u32` tid → `u64` address).
     pub const COPY_ENDS: &str = "copy_ends";
     /// Program array holding [`prog::WALK_STACK`](crate::prog::WALK_STACK) at index 0.
@@ -621,11 +627,24 @@ struct TraceEventRaw {
 }
 impl Pod for TraceEventRaw {}
 
+/// The fixed part of `struct linkmap_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkMapHead {
+    ty: u32,
+    tid: u32,
+    ts_ns: u64,
+    tgid: u32,
+    nr: u32,
+}
+impl Pod for LinkMapHead {}
+
 /// Where every record keeps its process, right after the header.
 const TGID_AT: usize = std::mem::offset_of!(StackEventFixed, tgid);
 const _: () = assert!(
     std::mem::offset_of!(MunmapEventRaw, tgid) == TGID_AT
         && std::mem::offset_of!(TraceEventRaw, tgid) == TGID_AT
+        && std::mem::offset_of!(LinkMapHead, tgid) == TGID_AT
 );
 
 /// The process a record is about, without parsing the rest of it.
@@ -675,6 +694,14 @@ pub enum Event<'a> {
         addr: u64,
         /// Length.
         len: u64,
+    },
+    /// The dynamic linker's loaded objects when a dlclose was about to
+    /// unmap some: load bias and path of each (the program's path is "").
+    LinkMap {
+        /// Process.
+        tgid: u32,
+        /// (l_addr, l_name) of each object, in the linker's order.
+        objects: Vec<(u64, String)>,
     },
     /// `-t`: one call.
     Trace {
@@ -753,6 +780,29 @@ impl<'a> Event<'a> {
                     size: t.size,
                     addr: t.addr,
                     old_ptr: t.old_ptr,
+                })
+            }
+            abi::EV_LINKMAP => {
+                let head: LinkMapHead = read_pod(b).ok_or(BadRecord("short link map record"))?;
+                let nr = head.nr as usize;
+                if nr > abi::LINKMAP_MAX as usize {
+                    return Err(BadRecord("more link map entries than the record holds"));
+                }
+                const ENTRY: usize = 8 + abi::LINKMAP_NAME as usize;
+                let start = std::mem::size_of::<LinkMapHead>();
+                let mut objects = Vec::with_capacity(nr);
+                for i in 0..nr {
+                    let e = b
+                        .get(start + i * ENTRY..start + (i + 1) * ENTRY)
+                        .ok_or(BadRecord("link map entries beyond the record"))?;
+                    let base = u64::from_ne_bytes(e[..8].try_into().expect("8 bytes"));
+                    let name = &e[8..];
+                    let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+                    objects.push((base, String::from_utf8_lossy(&name[..len]).into_owned()));
+                }
+                Ok(Event::LinkMap {
+                    tgid: head.tgid,
+                    objects,
                 })
             }
             _ => Err(BadRecord("unknown record type")),

@@ -203,6 +203,58 @@ fn parse_small_records() {
     assert!(Event::parse(&t.as_bytes()[..20]).is_err());
 }
 
+/// A link map record as the kernel sends it: the whole struct, `nr`
+/// entries filled, names NUL-terminated (garbage after the NUL).
+fn link_map_record(nr: u32, entries: &[(u64, &str)]) -> Vec<u8> {
+    let head = LinkMapHead {
+        ty: abi::EV_LINKMAP as u32,
+        tgid: 7,
+        nr,
+        ..Default::default()
+    };
+    let entry = 8 + abi::LINKMAP_NAME as usize;
+    let mut rec = head.as_bytes().to_vec();
+    rec.resize(rec.len() + abi::LINKMAP_MAX as usize * entry, 0xee);
+    for (i, (base, name)) in entries.iter().enumerate() {
+        let at = std::mem::size_of::<LinkMapHead>() + i * entry;
+        rec[at..at + 8].copy_from_slice(&base.to_ne_bytes());
+        rec[at + 8..at + 8 + name.len()].copy_from_slice(name.as_bytes());
+        rec[at + 8 + name.len()] = 0;
+    }
+    rec
+}
+
+#[test]
+fn parse_link_map_records() {
+    let rec = link_map_record(
+        3,
+        &[
+            (0, ""),
+            (0x7f00_0000, "/lib/libc.so.6"),
+            (0x7f10_0000, "/p.so"),
+        ],
+    );
+    assert_eq!(record_tgid(&rec), Some(7));
+    match Event::parse(&rec).unwrap() {
+        Event::LinkMap { tgid, objects } => {
+            assert_eq!(tgid, 7);
+            assert_eq!(
+                objects,
+                vec![
+                    (0, String::new()),
+                    (0x7f00_0000, "/lib/libc.so.6".to_string()),
+                    (0x7f10_0000, "/p.so".to_string())
+                ]
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    // More entries than the struct holds, or a record cut short.
+    assert!(Event::parse(&link_map_record(abi::LINKMAP_MAX as u32 + 1, &[])).is_err());
+    let cut = link_map_record(3, &[(1, "/a")]);
+    assert!(Event::parse(&cut[..cut.len() - abi::LINKMAP_MAX as usize * 264 + 100]).is_err());
+}
+
 #[test]
 fn stack_ids_depend_on_every_word_and_the_length() {
     let a = stack_id(&[1, 2, 3]);

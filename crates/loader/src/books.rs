@@ -28,6 +28,7 @@ pub struct Books {
     deep_stacks: MapHandle,
     rules: MapHandle,
     copy_ends: MapHandle,
+    r_debugs: MapHandle,
 }
 
 fn handle(obj: &Object, name: &str) -> Result<MapHandle> {
@@ -130,6 +131,7 @@ impl Books {
             deep_stacks: handle(obj, map::DEEP_STACKS)?,
             rules: handle(obj, map::RULES)?,
             copy_ends: handle(obj, map::COPY_ENDS)?,
+            r_debugs: handle(obj, map::R_DEBUGS)?,
         })
     }
 
@@ -200,6 +202,17 @@ impl Books {
             }
         }
         Ok(dropped)
+    }
+
+    /// Tells the kernel where process `tgid`'s `_r_debug` is (0: nowhere).
+    pub fn set_r_debug(&self, tgid: u32, addr: u64) -> Result<()> {
+        if addr == 0 {
+            let _ = self.r_debugs.delete(&tgid.to_ne_bytes());
+            return Ok(());
+        }
+        self.r_debugs
+            .update(&tgid.to_ne_bytes(), &addr.to_ne_bytes(), MapFlags::ANY)
+            .context("noting the dynamic linker's list")
     }
 
     /// Forgets thread `tid`'s copy end.

@@ -14,6 +14,7 @@ mod books;
 mod cli;
 mod events;
 mod features;
+mod linker;
 mod output;
 mod probes;
 mod process;
@@ -35,6 +36,7 @@ use memleak_unwind_arch::{AnyUnwinder, ElfFile};
 use crate::books::Books;
 use crate::cli::{Options, Parsed, Target};
 use crate::events::{EventSource, PerfBufferSource, RingBufferSource};
+use crate::linker::Linker;
 use crate::output::{Output, Written};
 use crate::process::{ChildExit, Tracees};
 use crate::procs::{Proc, Procs};
@@ -156,6 +158,32 @@ impl Prober<'_> {
     }
 }
 
+/// Watches the dynamic linker of process `pid`, running `exe`, where it has
+/// one that announces dlclose (see `linker`); a failure only loses that.
+fn watch_linker(
+    probes: &mut probes::Probes,
+    books: &Books,
+    tracker: &mut Tracker,
+    pid: i32,
+    exe: &Path,
+) {
+    tracker.linker_watched = false;
+    let _ = books.set_r_debug(pid as u32, 0);
+    let Some(linker) = Linker::of(exe) else {
+        return;
+    };
+    let watched = linker
+        .r_debug_in(pid)
+        .and_then(|addr| books.set_r_debug(pid as u32, addr))
+        .and_then(|()| probes.attach_linker(&linker, pid));
+    match watched {
+        Ok(()) => tracker.linker_watched = true,
+        Err(e) => warn!(
+            "process {pid}: {e:#}; frames in libraries it unloads before memleak sees them mapped will be unknown"
+        ),
+    }
+}
+
 /// Traces as `opts` says and returns memleak's exit status: with a command,
 /// the command's (see `--help`: "Exit status").
 fn run(opts: Options) -> Result<u8> {
@@ -242,6 +270,7 @@ fn run(opts: Options) -> Result<u8> {
     }
     let mut tracker = Tracker::new(pid, unwinder, big_endian, opts.trace);
     tracker.refresh_modules();
+    watch_linker(&mut probes, &books, &mut tracker, pid, &exe);
     let mut procs = Procs::new(pid, exe.clone(), tracker);
     // Children forked and not followed (without -f).
     let mut unfollowed = 0u64;
@@ -335,6 +364,7 @@ fn run(opts: Options) -> Result<u8> {
                                 .with_context(|| format!("process {raw} after its exec"))?;
                             probes.detach_pid(raw);
                             let (bytes, blocks) = books.forget_process(raw as u32)?;
+                            prober.probe_image(&mut probes, raw, &new_exe)?;
                             if let Some(proc) = procs.get_mut(raw) {
                                 info!(
                                     "process {raw}: {} executed {}: {bytes} bytes in {blocks} blocks \
@@ -344,8 +374,8 @@ fn run(opts: Options) -> Result<u8> {
                                 );
                                 proc.tracker.exec(&books);
                                 proc.exe = new_exe.clone();
+                                watch_linker(&mut probes, &books, &mut proc.tracker, raw, &new_exe);
                             }
-                            prober.probe_image(&mut probes, raw, &new_exe)?;
                             process::resume(p);
                         }
                         process::Event::Forked { parent, child } => {
@@ -360,8 +390,9 @@ fn run(opts: Options) -> Result<u8> {
                                     continue;
                                 };
                                 let exe = pp.exe.clone();
-                                let tracker = pp.tracker.fork(craw, prober.unwinder(), &books);
+                                let mut tracker = pp.tracker.fork(craw, prober.unwinder(), &books);
                                 prober.probe_image(&mut probes, craw, &exe)?;
+                                watch_linker(&mut probes, &books, &mut tracker, craw, &exe);
                                 info!("process {praw} forked {craw}: followed");
                                 procs.add(Proc {
                                     pid: craw,

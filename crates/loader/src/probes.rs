@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
-use log::{debug, info, warn};
+use log::{debug, info};
 use memleak_bpf::{map, prog, Config, Counter, Kind, Pod};
 
 use crate::allocator::Allocator;
@@ -15,7 +15,9 @@ use crate::cli::Options;
 fn libbpf_log(level: PrintLevel, msg: String) {
     let msg = msg.trim_end();
     match level {
-        PrintLevel::Warn => warn!(target: "libbpf", "{msg}"),
+        // A failure libbpf warns about comes back as an error, which memleak
+        // reports in one line; libbpf's own words are for -v.
+        PrintLevel::Warn => info!(target: "libbpf", "{msg}"),
         PrintLevel::Info => debug!(target: "libbpf", "{msg}"),
         // -vv asked for the verifier's statistics: one line per program.
         PrintLevel::Debug if msg.contains("LOAD LOG") && msg.contains("processed ") => {
@@ -44,6 +46,14 @@ fn explain(errno: Option<i32>, what: &str, pid: i32) -> Option<String> {
         libc::EACCES if what.starts_with("loading") => {
             format!("{what}: the kernel's verifier rejected them (run with -vv to see its log)")
         }
+        // Single uprobes come from perf_event_open, which wants
+        // CAP_SYS_ADMIN again since "perf: Revert to requiring
+        // CAP_SYS_ADMIN for uprobes" (2025, also in the 6.6 and 6.12 stable kernels);
+        // multi-uprobe links (6.6+) need CAP_BPF and CAP_PERFMON only.
+        libc::EPERM | libc::EACCES if what.starts_with("attaching uprobe to ") => format!(
+            "{what}: permission denied (this kernel creates single uprobes for CAP_SYS_ADMIN \
+             only; run as root or with CAP_SYS_ADMIN)"
+        ),
         libc::EPERM | libc::EACCES => {
             format!("{what}: permission denied (run as root, or with CAP_BPF and CAP_PERFMON)")
         }
@@ -178,7 +188,7 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
         let name = p.name().to_string_lossy().into_owned();
         let multi_prog = name == prog::ENTRY_MULTI || name == prog::RETURN_MULTI;
         let needed = match name.as_str() {
-            prog::WALK_STACK => true,
+            prog::WALK_STACK | prog::LINK_CHANGE => true,
             prog::MMAP | prog::MUNMAP => opts.mmap && !params.multi,
             _ => multi_prog == params.multi,
         };
@@ -322,6 +332,33 @@ impl Probes {
         Ok(count)
     }
 
+    /// Probes the dynamic linker's `_dl_debug_state` for `pid`: before a
+    /// dlclose unmaps anything, the kernel sends the loaded objects.
+    pub fn attach_linker(&mut self, linker: &crate::linker::Linker, pid: i32) -> Result<()> {
+        let program = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == prog::LINK_CHANGE)
+            .ok_or_else(|| anyhow!("BPF program {} missing", prog::LINK_CHANGE))?;
+        let link = program
+            .attach_uprobe(false, pid, &linker.path, linker.debug_state_offset as usize)
+            .with_context(|| {
+                format!(
+                    "attaching uprobe to {}:_dl_debug_state",
+                    linker.path.display()
+                )
+            })?;
+        match self.links.iter_mut().find(|(p, _)| *p == pid) {
+            Some((_, links)) => links.push(link),
+            None => self.links.push((pid, vec![link])),
+        }
+        debug!(
+            "watching the dynamic linker {} of pid {pid}",
+            linker.path.display()
+        );
+        Ok(())
+    }
+
     /// Detaches the probes of `pid` (its image is gone: exec, exit).
     pub fn detach_pid(&mut self, pid: i32) {
         let (gone, kept) = std::mem::take(&mut self.links)
@@ -444,7 +481,9 @@ pub fn preflight() -> Result<()> {
         let has = |bit: u32| caps & (1u64 << bit) != 0;
         if !(has(21) || (has(38) && has(39))) {
             return Err(anyhow!(
-                "memleak needs root, or CAP_BPF and CAP_PERFMON (run it with sudo)"
+                "memleak needs root, or CAP_BPF and CAP_PERFMON (on kernels without multi-uprobe \
+                 links, before 6.6: CAP_SYS_ADMIN), plus CAP_SYS_PTRACE for -p of another \
+                 user's process (run it with sudo)"
             ));
         }
     }

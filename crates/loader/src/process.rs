@@ -56,7 +56,7 @@ fn denied(pid: i32) -> anyhow::Error {
     let initial_ns = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
     if !has_ptrace {
         anyhow!(
-            "cannot inspect process {pid}: permission denied (it belongs to another user or holds more privileges: run memleak as root)"
+            "cannot inspect process {pid}: permission denied (it belongs to another user or holds more privileges: run memleak as root, or give it CAP_SYS_PTRACE)"
         )
     } else if !initial_ns {
         anyhow!(

@@ -12,12 +12,15 @@ use std::rc::Rc;
 use log::{debug, warn};
 use memleak_bpf::{abi, stack_id, AllocInfo, Event, KStack, RuleKey, StackRecord, MISS_ID_BIT};
 use memleak_unwind_arch::{
-    AnyUnwinder, ElfCache, ElfFile, EntrySnapshot, Frame, Method, ModuleMap, RuleLookup, StackEnd,
-    SymbolizedFrame,
+    AnyUnwinder, ElfCache, ElfFile, EntrySnapshot, Frame, Mapping, Method, ModuleMap, RuleLookup,
+    StackEnd, SymbolizedFrame,
 };
 
 use crate::books::{Books, Category};
 use crate::rules;
+
+/// Bytes of miss records held back waiting for the linker's word.
+const MAX_DEFERRED_BYTES: usize = 4 << 20;
 
 /// Symbolized frames by (file id, address in the file).
 type SymbolCache = HashMap<(usize, u64), Rc<Vec<SymbolizedFrame>>>;
@@ -106,6 +109,12 @@ pub struct Tracker {
     cached: HashMap<u64, memleak_bpf::RawRule>,
     /// Per thread: the copy end last given to the kernel.
     copy_ends: HashMap<u32, u64>,
+    /// The kernel reports the dynamic linker's objects before a dlclose.
+    pub linker_watched: bool,
+    /// Misses with frames in no known module, held until the linker says
+    /// what was loaded (EV_LINKMAP) or the next snapshot.
+    deferred: Vec<Vec<u8>>,
+    deferred_bytes: usize,
     pub counts: UserCounts,
     trace: bool,
 }
@@ -157,6 +166,9 @@ impl Tracker {
             rule_log: Vec::new(),
             cached: HashMap::new(),
             copy_ends: HashMap::new(),
+            linker_watched: false,
+            deferred: Vec::new(),
+            deferred_bytes: 0,
             counts: UserCounts::default(),
             trace,
         }
@@ -172,7 +184,10 @@ impl Tracker {
             Ok(text) if !text.is_empty() => {
                 // Stacks already seen keep their own files (see `intern`), so
                 // the map only needs what is mapped now.
-                self.modules = ModuleMap::from_proc_maps(&text, &mut self.files);
+                // Unmapped libraries stay, retired: stacks taken while
+                // they were mapped still place their frames in them.
+                let now = ModuleMap::from_proc_maps(&text, &mut self.files);
+                self.modules.update(now);
                 self.unknown_pcs.clear();
                 debug!("module map: {} mappings", self.modules.mappings().len());
                 true
@@ -194,7 +209,7 @@ impl Tracker {
             .cached
             .keys()
             .copied()
-            .filter(|&pc| self.modules.find(pc).is_none())
+            .filter(|&pc| self.modules.find_current(pc).is_none())
             .collect();
         for pc in gone {
             self.cached.remove(&pc);
@@ -215,6 +230,8 @@ impl Tracker {
         // Kernel stack ids hash the PCs only: the new image may reuse them.
         self.by_id.clear();
         self.unknown_pcs.clear();
+        // A new address space: nothing of the old one places new frames.
+        self.modules = ModuleMap::new();
         self.process_gone = false;
         self.refresh_modules();
     }
@@ -260,8 +277,23 @@ impl Tracker {
                 if rec.verify {
                     self.verify(&rec);
                 } else {
-                    self.resolve_miss(&rec, books);
+                    // While the linker is watched, a miss with a frame in
+                    // no known module waits for its report of the objects
+                    // (the library may be gone from /proc/PID/maps).
+                    let may_defer = self.linker_watched
+                        && self.deferred_bytes.saturating_add(data.len()) <= MAX_DEFERRED_BYTES;
+                    if !self.resolve_miss(&rec, books, may_defer) {
+                        self.deferred_bytes += data.len();
+                        self.deferred.push(data.to_vec());
+                    }
                 }
+            }
+            Ok(Event::LinkMap { tgid, objects }) if tgid == self.pid as u32 => {
+                self.add_linked_objects(&objects);
+                self.resolve_deferred(books);
+            }
+            Ok(Event::LinkMap { tgid, .. }) => {
+                debug!("link map record of another process ({tgid})")
             }
             Ok(Event::Stack(rec)) => debug!("stack record of another process ({})", rec.tgid),
             Ok(Event::Munmap {
@@ -327,23 +359,68 @@ impl Tracker {
             .frames
             .iter()
             .map(|f| f.address)
-            .find(|&a| self.modules.find(a).is_none())
+            .find(|&a| self.modules.find_current(a).is_none())
         {
             if !self.unknown_pcs.contains(&pc) && self.refresh_modules() {
                 end = go(self);
             }
-            if self.modules.find(pc).is_none() {
+            if self.modules.find_current(pc).is_none() {
                 self.unknown_pcs.insert(pc);
             }
         }
         end
     }
 
+    /// The objects the dynamic linker had loaded before a dlclose: those
+    /// not mapped now are kept, retired, for the stacks taken while they
+    /// were mapped.
+    fn add_linked_objects(&mut self, objects: &[(u64, String)]) {
+        for (base, name) in objects {
+            if !name.starts_with('/') {
+                continue; // the program itself (""), the vDSO
+            }
+            let Some(elf) = self.files.get(name) else {
+                continue;
+            };
+            let segments: Vec<_> = elf.load_segments().collect();
+            for (vaddr, offset, size) in segments {
+                let start = base.wrapping_add(vaddr);
+                self.modules.retire(Mapping {
+                    start_avma: start,
+                    end_avma: start.saturating_add(size),
+                    file_offset: offset,
+                    elf: elf.clone(),
+                });
+            }
+        }
+        debug!("link map: {} objects", objects.len());
+    }
+
+    /// Resolves the misses held back (all of them: no later word comes).
+    fn resolve_deferred(&mut self, books: &Books) {
+        let held = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
+        for data in held {
+            if let Ok(Event::Stack(rec)) = Event::parse(&data) {
+                self.resolve_miss(&rec, books, false);
+            }
+        }
+    }
+
     /// A stack the kernel could not finish: unwind its copy, attribute the
     /// allocation, and cache the rule of every PC on the way so the next
-    /// allocation on this path stays in the kernel.
-    fn resolve_miss(&mut self, rec: &StackRecord<'_>, books: &Books) {
+    /// allocation on this path stays in the kernel. With `may_defer`, a
+    /// stack with a frame in no known module is left alone: returns false.
+    fn resolve_miss(&mut self, rec: &StackRecord<'_>, books: &Books, may_defer: bool) -> bool {
         let end = self.unwind(rec);
+        if may_defer
+            && self
+                .frames
+                .iter()
+                .any(|f| self.modules.find(f.address).is_none())
+        {
+            return false;
+        }
         self.counts.misses_resolved += 1;
         // The kernel walked a prefix of this stack: it must agree.
         let kernel = rec.kstack.words();
@@ -386,6 +463,7 @@ impl Tracker {
                 }
             }
         }
+        true
     }
 
     /// --verify-unwind: the kernel finished this stack; the user-space
@@ -503,6 +581,7 @@ impl Tracker {
 
     /// Reads the books of the traced process into `outstanding` and `mmaps`.
     pub fn snapshot(&mut self, books: &Books, mmap: bool) -> anyhow::Result<()> {
+        self.resolve_deferred(books);
         let tgid = self.pid as u32;
         let heap = books.blocks(Category::Heap, tgid)?;
         let regions = if mmap {

@@ -369,6 +369,11 @@ impl ElfFile {
             .map(|s| offset - s.offset + s.vaddr)
     }
 
+    /// The loadable segments: (address, file offset, bytes in the file).
+    pub fn load_segments(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.segments.iter().map(|s| (s.vaddr, s.offset, s.filesz))
+    }
+
     /// The executable segments: (address, bytes).
     pub(crate) fn code_segments(&self) -> impl Iterator<Item = (u64, &'static [u8])> + '_ {
         self.segments

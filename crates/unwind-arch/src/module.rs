@@ -32,10 +32,24 @@ impl Mapping {
     }
 }
 
-/// File-backed mappings sorted by address.
+/// File-backed mappings sorted by address, and those unmapped since they
+/// were seen (a library dlclose()d), which still place the frames of stacks
+/// taken while they were mapped.
 #[derive(Debug, Clone, Default)]
 pub struct ModuleMap {
     mappings: Vec<Mapping>,
+    /// Unmapped mappings, the latest last (at most [`RETIRED_MAX`]).
+    retired: Vec<Mapping>,
+}
+
+/// Unmapped mappings kept (the oldest go first).
+const RETIRED_MAX: usize = 256;
+
+fn same_mapping(a: &Mapping, b: &Mapping) -> bool {
+    a.start_avma == b.start_avma
+        && a.end_avma == b.end_avma
+        && a.file_offset == b.file_offset
+        && Rc::ptr_eq(&a.elf, &b.elf)
 }
 
 impl ModuleMap {
@@ -54,11 +68,55 @@ impl ModuleMap {
         self.mappings.insert(i, m);
     }
 
-    /// The mapping containing `avma`.
+    /// The mapping containing `avma` now, else the latest unmapped one that
+    /// contained it (the frames of a stack taken before a dlclose).
     pub fn find(&self, avma: u64) -> Option<&Mapping> {
+        self.find_current(avma).or_else(|| {
+            self.retired
+                .iter()
+                .rev()
+                .find(|m| (m.start_avma..m.end_avma).contains(&avma))
+        })
+    }
+
+    /// The mapping containing `avma` now.
+    pub fn find_current(&self, avma: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.start_avma <= avma);
         let m = self.mappings.get(i.checked_sub(1)?)?;
         (avma < m.end_avma).then_some(m)
+    }
+
+    /// Keeps `m` among the unmapped mappings (a library about to be
+    /// unloaded), unless it is mapped now or already kept.
+    pub fn retire(&mut self, m: Mapping) {
+        let known = |o: &Mapping| same_mapping(o, &m);
+        if self.mappings.iter().any(known) || self.retired.iter().any(known) {
+            return;
+        }
+        self.retired.push(m);
+        if self.retired.len() > RETIRED_MAX {
+            self.retired.remove(0);
+        }
+    }
+
+    /// Takes the mappings of `now` (a fresh read of the process's maps);
+    /// those that are gone are retired, the files staying open.
+    pub fn update(&mut self, now: ModuleMap) {
+        let old = std::mem::replace(&mut self.mappings, now.mappings);
+        for m in old {
+            if !self.mappings.iter().any(|n| same_mapping(n, &m)) {
+                self.retired.retain(|r| !same_mapping(r, &m));
+                self.retired.push(m);
+            }
+        }
+        // A mapping back in place is current again.
+        let current = &self.mappings;
+        self.retired
+            .retain(|r| !current.iter().any(|n| same_mapping(n, r)));
+        if self.retired.len() > RETIRED_MAX {
+            let extra = self.retired.len() - RETIRED_MAX;
+            self.retired.drain(..extra);
+        }
     }
 
     /// All mappings, by address.

@@ -56,8 +56,10 @@ static __u64 (*bpf_get_attach_cookie)(void *ctx) = (void *)174; /* 5.15; used on
  * architectures memleak supports (they have no separate user address space
  * checks that it would miss). */
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)4;
+static long (*bpf_probe_read_user_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)45;
 #else
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
+static long (*bpf_probe_read_user_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)114;
 #endif
 #ifdef MEMLEAK_PERFBUF
 static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data,
@@ -260,6 +262,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } copy_ends SEC(".maps");
+
+/* Per traced process with a dynamic linker: the address of its _r_debug
+ * (struct r_debug, <link.h>), set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} r_debugs SEC(".maps");
 
 /* walk_stack, tail-called by the allocator entries (filled by the loader). */
 struct {
@@ -1059,6 +1070,57 @@ SEC("uprobe")
 int munmap_entry(struct pt_regs *ctx)
 {
 	return on_free(ctx, K_MUNMAP, (ureg)REG_ARG0(ctx), (ureg)REG_ARG1(ctx));
+}
+
+/*
+ * The dynamic linker calls _dl_debug_state (r_brk) around every change of
+ * its list of objects, with r_debug.r_state saying which. At RT_DELETE
+ * (dlclose, before anything is unmapped) the list goes to user space, which
+ * keeps the files of objects that disappear: stacks taken while they were
+ * mapped, whose records it may read only later, still place their frames.
+ * struct r_debug { int r_version; struct link_map *r_map; ElfW(Addr) r_brk;
+ * enum r_state; ... }: r_map at one word, r_state at three.
+ * struct link_map { ElfW(Addr) l_addr; char *l_name; ElfW(Dyn) *l_ld;
+ * struct link_map *l_next, *l_prev; ... }.
+ */
+#define RT_DELETE 2
+
+SEC("uprobe")
+int link_change(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *r_debug = bpf_map_lookup_elem(&r_debugs, &tgid);
+	struct linkmap_event *e;
+	ureg map = 0, lm[4];
+	int state = 0;
+
+	if (!r_debug)
+		return 0;
+	if (bpf_probe_read_user(&state, sizeof(state), (const void *)(long)(*r_debug + 3 * sizeof(ureg))) != 0 ||
+	    state != RT_DELETE)
+		return 0;
+	if (bpf_probe_read_user(&map, sizeof(map), (const void *)(long)(*r_debug + sizeof(ureg))) != 0)
+		return 0;
+	e = reserve(sizeof(*e), C_RINGBUF_DROPS);
+	if (!e)
+		return 0;
+	e->hdr.type = EV_LINKMAP;
+	e->hdr.tid = (__u32)bpf_get_current_pid_tgid();
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->tgid = tgid;
+	e->nr = 0;
+	for (int i = 0; i < LINKMAP_MAX; i++) {
+		if (map == 0 || bpf_probe_read_user(lm, sizeof(lm), (const void *)(long)map) != 0)
+			break;
+		e->entries[i].base = lm[0];
+		e->entries[i].name[0] = 0;
+		if (lm[1] != 0)
+			bpf_probe_read_user_str(e->entries[i].name, LINKMAP_NAME, (const void *)(long)lm[1]);
+		e->nr = i + 1;
+		map = lm[3];
+	}
+	submit(ctx, e, sizeof(*e), 1, C_RINGBUF_DROPS);
+	return 0;
 }
 
 /*

@@ -27,6 +27,7 @@
 #define EV_VERIFY 2 /* --verify-unwind: the kernel's stack + registers + stack copy */
 #define EV_MUNMAP 3 /* a munmap the kernel could not apply to `mmaps` by itself */
 #define EV_TRACE  4 /* -t: one allocator call */
+#define EV_LINKMAP 5 /* the loaded libraries when a dlclose is about to unmap some */
 
 /* What was called. */
 #define K_MALLOC         0
@@ -224,6 +225,25 @@ struct trace_event {
 	unsigned long long old_ptr;
 };
 
+/* EV_LINKMAP: the dynamic linker's list of loaded objects (struct
+ * link_map, <link.h>) when it announces a dlclose (r_state RT_DELETE),
+ * before it unmaps anything: where each object is, by name, so that stacks
+ * taken while it was mapped still find its file. */
+#define LINKMAP_MAX  48  /* objects sent (the first ones of the list) */
+#define LINKMAP_NAME 256 /* bytes of each path, NUL included */
+
+struct linkmap_entry {
+	unsigned long long base; /* l_addr: the load bias */
+	char name[LINKMAP_NAME]; /* l_name ("" for the program itself) */
+};
+
+struct linkmap_event {
+	struct event_hdr hdr;
+	unsigned int tgid;
+	unsigned int nr;
+	struct linkmap_entry entries[LINKMAP_MAX];
+};
+
 /* The Rust mirror (crates/bpf/src/lib.rs) asserts the same sizes. */
 _Static_assert(sizeof(struct config) == 56, "struct config");
 _Static_assert(sizeof(struct alloc_key) == 16, "struct alloc_key");
@@ -235,5 +255,6 @@ _Static_assert(sizeof(struct kstack_short) == KSTACK_SHORT_BYTES, "struct kstack
 _Static_assert(sizeof(struct stack_event) == 72 + sizeof(struct kstack), "struct stack_event");
 _Static_assert(sizeof(struct munmap_event) == 40, "struct munmap_event");
 _Static_assert(sizeof(struct trace_event) == 48, "struct trace_event");
+_Static_assert(sizeof(struct linkmap_event) == 24 + LINKMAP_MAX * 264, "struct linkmap_event");
 
 #endif /* MEMLEAK_H */
