@@ -142,3 +142,50 @@ fn without_follow_forks_children_are_counted_not_traced() {
         text.describe()
     );
 }
+
+/// `-f -p`: a running shell that execs forker; its children are followed
+/// from their birth, each reported exactly.
+#[test]
+fn follow_forks_of_a_running_process() {
+    use crate::real_use::{wait_until_catching, waiting_shell};
+    let bin = fixtures::forker();
+    let go = unique_scratch_path("go-forker");
+    let errors = unique_scratch_path("forker-stderr");
+    let t = waiting_shell(
+        &go,
+        &format!("exec '{}' 2>'{}'", path_str(&bin), errors.display()),
+    );
+    let pid = t.0.id().to_string();
+    let mut cmd = std::process::Command::new(memleak_bin());
+    cmd.args(["--format", "json", "-f", "-p", &pid]);
+    let run = memleak_command(cmd, |memleak| {
+        wait_until_catching(memleak);
+        std::fs::write(&go, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(&go);
+    let truth_text = std::fs::read_to_string(&errors).unwrap_or_default();
+    let _ = std::fs::remove_file(&errors);
+    assert!(run.status.success(), "{}", run.describe());
+    let truth_run = Run {
+        command: "forker".into(),
+        status: run.status,
+        stdout: String::new(),
+        stderr: truth_text,
+    };
+    let truth = expected(&truth_run);
+    let reports = run.reports();
+    assert_eq!(reports.len(), 4, "{}", run.describe());
+    for r in &reports {
+        assert_no_lost_events(r);
+        let (_, bytes, allocations) = truth
+            .get(&r.pid)
+            .unwrap_or_else(|| panic!("a report for unknown process {}", r.pid));
+        assert_eq!(
+            (r.outstanding_bytes, r.outstanding_allocations),
+            (*bytes, *allocations),
+            "process {}:\n{}",
+            r.pid,
+            r.render()
+        );
+    }
+}

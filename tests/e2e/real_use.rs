@@ -65,7 +65,7 @@ fn unused_allocator() -> PathBuf {
 
 /// Waits until `pid` has installed its handlers for SIGINT, SIGTERM and
 /// SIGHUP (memleak does so once its probes are attached).
-fn wait_until_catching(pid: u32) {
+pub(crate) fn wait_until_catching(pid: u32) {
     let want =
         (1u64 << (libc::SIGINT - 1)) | (1u64 << (libc::SIGTERM - 1)) | (1u64 << (libc::SIGHUP - 1));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -87,7 +87,7 @@ fn wait_until_catching(pid: u32) {
     }
 }
 
-fn send(pid: u32, sig: libc::c_int) {
+pub(crate) fn send(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a process this test started.
     let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
@@ -231,7 +231,7 @@ fn interrupted_while_the_command_runs() {
 }
 
 /// Kills the process when dropped.
-struct Target(Child);
+pub(crate) struct Target(pub(crate) Child);
 
 impl Drop for Target {
     fn drop(&mut self) {
@@ -241,7 +241,7 @@ impl Drop for Target {
 }
 
 /// A process to attach to, running for a minute.
-fn target(program: &str, args: &[&str]) -> Target {
+pub(crate) fn target(program: &str, args: &[&str]) -> Target {
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -516,12 +516,6 @@ fn bad_input_gives_one_accurate_error_line() {
             says: &[other_malloc, "has not loaded it"],
         },
         Case {
-            what: "-f with -p (a running process's children cannot be held)",
-            args: s(&["-f", "-p", &sleeper_pid, "1", "1"]),
-            landlock: false,
-            says: &["-f follows the forks of a command memleak starts"],
-        },
-        Case {
             what: "--output naming a directory",
             args: s(&["--output", dir, "--", &leaky, "1"]),
             landlock: false,
@@ -653,5 +647,108 @@ fn single_uprobes_need_sys_admin() {
         (64, 4),
         "{}",
         run.describe()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// -p: exec, job control, detach
+// ---------------------------------------------------------------------------
+
+/// A shell that waits for `go` to exist, then runs `then` (e.g. `exec
+/// PROGRAM`): a target memleak attaches to before it does anything.
+pub(crate) fn waiting_shell(go: &Path, then: &str) -> Target {
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; {then}",
+        go.display()
+    );
+    target("/bin/sh", &["-c", &script])
+}
+
+/// `memleak -p` on a shell that execs leaky: the shell's blocks go with
+/// its image, leaky is probed before it runs, and the final report holds
+/// exactly leaky's leaks (valgrind's figures), not the shell's.
+#[test]
+fn pid_target_that_execs_is_followed() {
+    let leaky = leaky();
+    let go = unique_scratch_path("go-exec");
+    let t = waiting_shell(&go, &format!("exec '{leaky}' {ITERATIONS}"));
+    let pid = t.0.id().to_string();
+    let cmd = memleak_cmd(&["--format", "json", "-T", "1000", "-v", "-p", &pid]);
+    let run = memleak_command(cmd, |memleak| {
+        wait_until_catching(memleak);
+        std::fs::write(&go, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(&go);
+    assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
+    let report = run.final_report();
+    assert_no_lost_events(&report);
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        (64, 4),
+        "{}",
+        run.describe()
+    );
+    assert_outstanding_matches_valgrind(&report, Path::new(&leaky), &[ITERATIONS]);
+    assert!(
+        run.stderr.contains(" executed ") && run.stderr.contains("exited with status 0"),
+        "-v names the exec and the exit\n{}",
+        run.describe()
+    );
+    for stack in &report.stacks {
+        assert!(
+            stack.frames.iter().any(|f| f.in_module(Path::new(&leaky))),
+            "a stack outside leaky:\n{}",
+            stack.render()
+        );
+    }
+}
+
+/// `memleak -p` holds the process under ptrace (to see exec and fork):
+/// job control still works (SIGSTOP stops it, SIGCONT resumes it), and
+/// after its report memleak lets go: the process runs on, untraced.
+#[test]
+fn pid_target_job_control_and_detach() {
+    let leaky = leaky();
+    let t = target(&leaky, &["100000", "20"]);
+    let pid = t.0.id();
+    let state = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        (field("State:"), field("TracerPid:"))
+    };
+    let stopped = |s: &str| s.starts_with('T') || s.starts_with('t');
+    let wait_for = |want_stopped: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stopped(&state().0) != want_stopped {
+            assert!(Instant::now() < deadline, "state {:?}", state());
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let cmd = memleak_cmd(&["--format", "json", "-p", &pid.to_string(), "3", "1"]);
+    let run = memleak_command(cmd, |memleak| {
+        wait_until_catching(memleak);
+        assert_eq!(state().1, memleak.to_string(), "memleak traces the process");
+        send(pid, libc::SIGSTOP);
+        wait_for(true);
+        thread::sleep(Duration::from_millis(300));
+        assert!(stopped(&state().0), "SIGSTOP holds: {:?}", state());
+        send(pid, libc::SIGCONT);
+        wait_for(false);
+    });
+    assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
+    run.final_report();
+    let (s, tracer) = state();
+    assert_eq!(tracer, "0", "memleak let go of the process");
+    assert!(!stopped(&s), "the process runs on: {s}");
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok(),
+        "the process is still alive after memleak detached"
     );
 }

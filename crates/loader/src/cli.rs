@@ -27,6 +27,10 @@ allocated) when the command exits; INTERVAL adds periodic reports. COUNT
 stops after that many reports. INTERVAL is 1 to 4294967295 seconds, COUNT
 at least 1.
 
+An exec replaces the traced program's image: its blocks are dropped and the
+new image's allocator is probed before it runs (with -p too: memleak holds
+the process with ptrace, which it releases at the end; job control works).
+
 Reports go to stdout with -p, to stderr with a command (never into the
 command's own stdout), or to the file --output names.
 
@@ -42,7 +46,7 @@ and continuing memleak (Ctrl-Z, fg, strace) never ends the run.
 OPTIONS:
     -p, --pid PID            Trace the running process PID
     -c, --command CMD        Run CMD (split on whitespace) under tracing
-    -f, --follow-forks       Also trace the processes the command forks, and
+    -f, --follow-forks       Also trace the processes the target forks, and
                              theirs: each with its own books and its own
                              section of the report (JSON: an object per
                              process); the run ends when all have exited.
@@ -392,10 +396,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     }
     o.target = match (pid, command) {
         (Some(_), Some(_)) => bail!("use either -p PID or a command, not both"),
-        (Some(_), None) if o.follow_forks => bail!(
-            "-f follows the forks of a command memleak starts (-- CMD); with -p it cannot \
-             hold a running process's new children before they allocate"
-        ),
         (Some(pid), None) => Target::Pid(pid),
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),

@@ -130,7 +130,9 @@ impl Prober<'_> {
     }
 
     /// Finds the allocator of `exe` (not started yet, or just exec'd: its
-    /// shared libraries are not mapped) and probes it for `pid`.
+    /// shared libraries are not mapped) and probes it for `pid`. Probes of
+    /// another allocator (before an exec) are detached first; those of the
+    /// same one stay.
     fn probe_image(&self, probes: &mut probes::Probes, pid: i32, exe: &Path) -> Result<()> {
         let elf = ElfFile::open(&exe.to_string_lossy())?;
         if elf.machine() != self.machine {
@@ -148,6 +150,9 @@ impl Prober<'_> {
             &self.opts.symbol_prefix,
             self.opts.mmap,
         )?;
+        if !probes.has(&alloc, pid) {
+            probes.detach_pid(pid);
+        }
         let n = probes.attach(&alloc, pid)?;
         info!(
             "process {pid}: {} ({n} probes on {})",
@@ -199,9 +204,18 @@ fn run(opts: Options) -> Result<u8> {
             (child.as_raw(), exe, Some(child))
         }
     };
+    // The command is traced from its exec; a running process is seized
+    // (it keeps running): memleak sees exec and fork in both.
     let mut tracees = match child {
         Some(c) => Some(Tracees::new(c, true)?),
-        None => None,
+        None => match Tracees::seize(nix::unistd::Pid::from_raw(pid), true) {
+            Ok(t) => Some(t),
+            Err(e) if opts.follow_forks => return Err(e.context("-f needs to trace the process")),
+            Err(e) => {
+                warn!("{e:#}: its execs and forks are not followed");
+                None
+            }
+        },
     };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok();
     let alloc = allocator::find(
@@ -362,7 +376,6 @@ fn run(opts: Options) -> Result<u8> {
                             let raw = p.as_raw();
                             let new_exe = std::fs::read_link(format!("/proc/{raw}/exe"))
                                 .with_context(|| format!("process {raw} after its exec"))?;
-                            probes.detach_pid(raw);
                             let (bytes, blocks) = books.forget_process(raw as u32)?;
                             prober.probe_image(&mut probes, raw, &new_exe)?;
                             if let Some(proc) = procs.get_mut(raw) {
@@ -378,7 +391,11 @@ fn run(opts: Options) -> Result<u8> {
                             }
                             process::resume(p);
                         }
-                        process::Event::Forked { parent, child } => {
+                        process::Event::Forked {
+                            parent,
+                            thread,
+                            child,
+                        } => {
                             let (praw, craw) = (parent.as_raw(), child.as_raw());
                             if opts.follow_forks {
                                 // The child runs its parent's image: the same
@@ -386,7 +403,7 @@ fn run(opts: Options) -> Result<u8> {
                                 // runs.
                                 let Some(pp) = procs.get(praw) else {
                                     t.adopt(child, false);
-                                    process::resume(parent);
+                                    process::resume(thread);
                                     continue;
                                 };
                                 let exe = pp.exe.clone();
@@ -407,7 +424,7 @@ fn run(opts: Options) -> Result<u8> {
                                 info!("process {praw} forked {craw}: not followed (-f follows it)");
                                 t.adopt(child, false);
                             }
-                            process::resume(parent);
+                            process::resume(thread);
                         }
                         process::Event::Exiting(p) => {
                             // Memory is still mapped: take in what is
@@ -425,12 +442,15 @@ fn run(opts: Options) -> Result<u8> {
                                 proc.exit = Some(how);
                                 info!("process {raw}: {} {how}", proc.exe.display());
                             }
-                            probes.detach_pid(raw);
+                            probes.release_pid(raw);
                             // The run ends with the command and every child
                             // followed.
                             if t.count() == 0 {
                                 if let Some(how) = procs.root().exit {
-                                    ended = Some(End::Exited(how));
+                                    ended = Some(match child {
+                                        Some(_) => End::Exited(how),
+                                        None => End::PidExited,
+                                    });
                                 }
                             }
                         }
@@ -476,12 +496,16 @@ fn run(opts: Options) -> Result<u8> {
     if !matches!(end, End::Done) {
         report(&mut procs, source.as_mut(), &probes, unfollowed, true)?;
     }
-    drop(probes);
+    probes.detach_in_background();
     // With a command: its status. Processes that still run (memleak was
     // interrupted, or wrote its COUNT reports) are killed: memleak started
     // them and does not leave them running untraced.
     let killed = match (end, child, tracees.as_mut()) {
         (End::Interrupted(_) | End::Done, Some(c), Some(t)) => t.kill_all(c)?,
+        (_, None, Some(t)) => {
+            t.detach_all();
+            None
+        }
         _ => None,
     };
     if let Some(how) = killed {

@@ -2,7 +2,7 @@
 //! programs to the allocator and reads its counters.
 
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
@@ -78,7 +78,29 @@ pub struct Probes {
     /// Attached through multi-uprobe links.
     multi: bool,
     /// The links of each traced process.
-    links: Vec<(i32, Vec<Link>)>,
+    links: Vec<LinkSet>,
+    /// Links of processes that exited: closed at the end, in the
+    /// background (see `detach_in_background`).
+    retired: Vec<Link>,
+}
+
+/// The links probing one file for one process, and what they probe.
+struct LinkSet {
+    pid: i32,
+    /// The file and the offsets probed: the same set is not attached twice.
+    key: (PathBuf, Vec<u64>),
+    /// Probes (not links: a multi-uprobe link has many).
+    probes: usize,
+    links: Vec<Link>,
+}
+
+/// What a set of allocator probes is attached to.
+fn alloc_key(alloc: &Allocator) -> (PathBuf, Vec<u64>) {
+    (
+        // /lib and /usr/lib name the same files on merged-/usr systems.
+        std::fs::canonicalize(&alloc.path).unwrap_or_else(|_| alloc.path.clone()),
+        alloc.probes.iter().map(|p| p.file_offset).collect(),
+    )
 }
 
 /// Closes links side by side: each waits for an RCU grace period (about
@@ -242,12 +264,31 @@ impl Probes {
             obj,
             multi,
             links: Vec::new(),
+            retired: Vec::new(),
         }
+    }
+
+    /// The probes attached for `pid` at `key`, if that set exists.
+    fn attached(&self, pid: i32, key: &(PathBuf, Vec<u64>)) -> Option<usize> {
+        self.links
+            .iter()
+            .find(|s| s.pid == pid && &s.key == key)
+            .map(|s| s.probes)
+    }
+
+    /// Whether `alloc` is probed for `pid` already (an exec into a program
+    /// with the same allocator keeps its probes).
+    pub fn has(&self, alloc: &Allocator, pid: i32) -> bool {
+        self.attached(pid, &alloc_key(alloc)).is_some()
     }
 
     /// Attaches entry and return probes to every function of `alloc`, for
     /// `pid` only. Returns how many probes that is.
     pub fn attach(&mut self, alloc: &Allocator, pid: i32) -> Result<usize> {
+        let key = alloc_key(alloc);
+        if let Some(n) = self.attached(pid, &key) {
+            return Ok(n);
+        }
         let what = |symbol: &str, offset: u64| {
             format!(
                 "attaching uprobe to {}:{symbol} (offset {offset:#x})",
@@ -328,13 +369,22 @@ impl Probes {
             alloc.path.display(),
             links.len()
         );
-        self.links.push((pid, links));
+        self.links.push(LinkSet {
+            pid,
+            key,
+            probes: count,
+            links,
+        });
         Ok(count)
     }
 
     /// Probes the dynamic linker's `_dl_debug_state` for `pid`: before a
     /// dlclose unmaps anything, the kernel sends the loaded objects.
     pub fn attach_linker(&mut self, linker: &crate::linker::Linker, pid: i32) -> Result<()> {
+        let key = (linker.path.clone(), vec![linker.debug_state_offset]);
+        if self.attached(pid, &key).is_some() {
+            return Ok(());
+        }
         let program = self
             .obj
             .progs_mut()
@@ -348,10 +398,12 @@ impl Probes {
                     linker.path.display()
                 )
             })?;
-        match self.links.iter_mut().find(|(p, _)| *p == pid) {
-            Some((_, links)) => links.push(link),
-            None => self.links.push((pid, vec![link])),
-        }
+        self.links.push(LinkSet {
+            pid,
+            key,
+            probes: 1,
+            links: vec![link],
+        });
         debug!(
             "watching the dynamic linker {} of pid {pid}",
             linker.path.display()
@@ -359,19 +411,97 @@ impl Probes {
         Ok(())
     }
 
-    /// Detaches the probes of `pid` (its image is gone: exec, exit).
-    pub fn detach_pid(&mut self, pid: i32) {
-        let (gone, kept) = std::mem::take(&mut self.links)
+    /// Takes the link sets of `pid` out.
+    fn take_pid(&mut self, pid: i32) -> Vec<Link> {
+        let (gone, kept): (Vec<LinkSet>, Vec<LinkSet>) = std::mem::take(&mut self.links)
             .into_iter()
-            .partition(|(p, _)| *p == pid);
+            .partition(|s| s.pid == pid);
         self.links = kept;
-        close_links(gone.into_iter().flat_map(|(_, l)| l).collect());
+        gone.into_iter().flat_map(|s| s.links).collect()
+    }
+
+    /// Detaches the probes of `pid` now (exec into another allocator: the
+    /// old probes must not fire for the new image).
+    pub fn detach_pid(&mut self, pid: i32) {
+        let links = self.take_pid(pid);
+        close_links(links);
+    }
+
+    /// The probes of `pid`, which exited, can never fire again: they are
+    /// closed at the end, with the others, without waiting.
+    pub fn release_pid(&mut self, pid: i32) {
+        let links = self.take_pid(pid);
+        self.retired.extend(links);
+    }
+
+    /// Detaches every probe without waiting for the kernel: a child
+    /// process holds the links until memleak has exited, then exits, and
+    /// the kernel releases them in its exit. Each release waits for an RCU
+    /// grace period, one link after the other (20 single uprobe links take
+    /// 2 s); nobody needs to wait for that. Two multi-uprobe links are
+    /// simply closed.
+    pub fn detach_in_background(mut self) {
+        let links: usize =
+            self.retired.len() + self.links.iter().map(|s| s.links.len()).sum::<usize>();
+        if links <= 2 {
+            return self.detach();
+        }
+        let Ok((rd, wr)) = nix::unistd::pipe() else {
+            return self.detach();
+        };
+        // SAFETY: the child makes only async-signal-safe calls (close,
+        // setsid, read, _exit): memleak has other threads.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: plain system calls on descriptors this process owns.
+                unsafe {
+                    libc::close(wr.as_raw_fd());
+                    for fd in 0..3 {
+                        libc::close(fd);
+                    }
+                    libc::setsid();
+                    // Until memleak is gone (end of file on the pipe): its
+                    // exit only drops its references to the links.
+                    let mut b = 0u8;
+                    loop {
+                        let n = libc::read(rd.as_raw_fd(), (&raw mut b).cast(), 1);
+                        if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                            break;
+                        }
+                    }
+                    libc::_exit(0);
+                }
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                drop(rd);
+                // Open until memleak exits.
+                std::mem::forget(wr);
+                // The child holds references: closing here is quick.
+                let started = std::time::Instant::now();
+                self.links.clear();
+                self.retired.clear();
+                debug!(
+                    "{links} probe links handed to a child process to release, in {:?}",
+                    started.elapsed()
+                );
+            }
+            Err(e) => {
+                debug!("fork: {e}; detaching in place");
+                self.detach();
+            }
+        }
     }
 
     /// Detaches every probe.
     pub fn detach(&mut self) {
-        let links = std::mem::take(&mut self.links);
-        close_links(links.into_iter().flat_map(|(_, l)| l).collect());
+        let mut links = std::mem::take(&mut self.retired);
+        links.extend(
+            std::mem::take(&mut self.links)
+                .into_iter()
+                .flat_map(|s| s.links),
+        );
+        close_links(links);
     }
 
     /// Sum of each per-CPU counter.

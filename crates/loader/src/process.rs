@@ -2,6 +2,7 @@
 //! after its exec (under ptrace, so memleak can attach before its first
 //! allocation and drain its events when it exits).
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -184,40 +185,116 @@ pub enum Event {
     /// Stopped right after an exec: the new image is mapped (its shared
     /// libraries not yet), nothing of it ran. Continue with `resume`.
     Exec(Pid),
-    /// Stopped at a fork (or vfork) that made `child`, which is held
-    /// stopped until [`Tracees::adopt`] says whether to follow it. Continue
-    /// the parent with `resume`.
-    Forked { parent: Pid, child: Pid },
+    /// Stopped at a fork (or vfork) that `thread` of `parent` made:
+    /// `child` is held stopped until [`Tracees::adopt`] says whether to
+    /// follow it. Continue `thread` with `resume`.
+    Forked {
+        parent: Pid,
+        thread: Pid,
+        child: Pid,
+    },
     /// Gone.
     Exited(Pid, ChildExit),
 }
 
 /// The processes memleak started or followed, under ptrace: it sees their
-/// exec, fork and exit, and forwards every other signal.
+/// exec, fork and exit, and forwards every other signal. Every thread is
+/// traced (a thread may exec or fork): new threads and children are
+/// attached by the kernel before they run.
+///
+/// A command memleak starts is traced from its exec (PTRACE_TRACEME); a
+/// running process (`-p`) is seized (PTRACE_SEIZE), which leaves it
+/// running, reports its group-stops as such (they are kept with
+/// PTRACE_LISTEN, so job control works) and lets memleak detach at the end.
 #[derive(Default)]
 pub struct Tracees {
-    /// Processes traced and running (or stopped by their own signals).
-    known: std::collections::HashSet<Pid>,
-    /// New children whose first stop came before their parent's fork event.
-    stopped_unannounced: std::collections::HashSet<Pid>,
+    /// Traced threads and the process of each.
+    threads: HashMap<Pid, Pid>,
+    /// New tasks (threads or children) whose first stop came before the
+    /// event announcing them.
+    stopped_unannounced: HashSet<Pid>,
     /// New children announced and decided on, whose first stop has not come
     /// yet: true to follow, false to let go.
-    awaited: std::collections::HashMap<Pid, bool>,
+    awaited: HashMap<Pid, bool>,
+    /// New threads announced whose first stop has not come yet.
+    awaited_threads: HashSet<Pid>,
+    /// Attached with PTRACE_SEIZE (memleak detaches at the end).
+    seized: bool,
+}
+
+/// The signals that stop a process (a group-stop).
+fn is_stop_signal(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
+
+/// The ptrace options: exit, exec and new threads always; forks when
+/// asked.
+fn options(forks: bool, command: bool) -> ptrace::Options {
+    let mut o = ptrace::Options::PTRACE_O_TRACEEXIT
+        | ptrace::Options::PTRACE_O_TRACEEXEC
+        | ptrace::Options::PTRACE_O_TRACECLONE;
+    if command {
+        // memleak started it: it does not outlive memleak.
+        o |= ptrace::Options::PTRACE_O_EXITKILL;
+    }
+    if forks {
+        o |= ptrace::Options::PTRACE_O_TRACEFORK | ptrace::Options::PTRACE_O_TRACEVFORK;
+    }
+    o
 }
 
 impl Tracees {
     /// Traces the command `spawn_stopped` started; `forks`: report its forks.
     pub fn new(command: Pid, forks: bool) -> Result<Tracees> {
-        let mut options = ptrace::Options::PTRACE_O_TRACEEXIT
-            | ptrace::Options::PTRACE_O_EXITKILL
-            | ptrace::Options::PTRACE_O_TRACEEXEC;
-        if forks {
-            options |= ptrace::Options::PTRACE_O_TRACEFORK | ptrace::Options::PTRACE_O_TRACEVFORK;
-        }
-        ptrace::setoptions(command, options).context("ptrace options")?;
+        ptrace::setoptions(command, options(forks, true)).context("ptrace options")?;
         let mut t = Tracees::default();
-        t.known.insert(command);
+        t.threads.insert(command, command);
         Ok(t)
+    }
+
+    /// Seizes every thread of the running process `pid` (it keeps
+    /// running); `forks`: report its forks.
+    pub fn seize(pid: Pid, forks: bool) -> Result<Tracees> {
+        let mut t = Tracees {
+            seized: true,
+            ..Tracees::default()
+        };
+        // Threads may start meanwhile: seize until none is new (those the
+        // seized ones start are attached by the kernel).
+        loop {
+            let mut new = 0;
+            let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .with_context(|| format!("listing the threads of process {pid}"))?;
+            for entry in dir.flatten() {
+                let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                let tid = Pid::from_raw(tid);
+                if t.threads.contains_key(&tid) {
+                    continue;
+                }
+                match ptrace::seize(tid, options(forks, false)) {
+                    Ok(()) => {
+                        t.threads.insert(tid, pid);
+                        new += 1;
+                    }
+                    // The thread ended meanwhile.
+                    Err(nix::errno::Errno::ESRCH) if tid != pid => {}
+                    Err(e) => {
+                        t.detach_all();
+                        return Err(anyhow!(e)).with_context(|| {
+                            format!("seizing thread {tid} of process {pid} (is a debugger or strace attached?)")
+                        });
+                    }
+                }
+            }
+            if new == 0 {
+                return Ok(t);
+            }
+        }
     }
 
     /// Decides on a child announced by [`Event::Forked`]: follow it (it
@@ -232,10 +309,10 @@ impl Tracees {
     }
 
     /// A new child at its first stop, decided on: continued without the
-    /// SIGSTOP that stopped it.
+    /// signal that stopped it.
     fn start(&mut self, child: Pid, follow: bool) {
         if follow {
-            self.known.insert(child);
+            self.threads.insert(child, child);
             let _ = ptrace::cont(child, None);
         } else {
             let _ = ptrace::detach(child, None);
@@ -244,7 +321,18 @@ impl Tracees {
 
     /// Processes traced now.
     pub fn count(&self) -> usize {
-        self.known.len()
+        self.threads.iter().filter(|(t, p)| t == p).count()
+    }
+
+    /// A new task's first stop, or a thread announced by its creator.
+    fn new_task_stopped(&mut self, tid: Pid) {
+        if self.awaited_threads.remove(&tid) {
+            let _ = ptrace::cont(tid, None);
+        } else if let Some(follow) = self.awaited.remove(&tid) {
+            self.start(tid, follow);
+        } else {
+            self.stopped_unannounced.insert(tid);
+        }
     }
 
     /// The next event of any traced process, without blocking.
@@ -258,72 +346,167 @@ impl Tracees {
                 Ok(s) => s,
                 Err(e) => bail!("waiting for the traced processes: {e}"),
             };
-            match status {
-                WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXIT) => {
-                    return Ok(Some(Event::Exiting(p)))
-                }
-                WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXEC) => {
-                    return Ok(Some(Event::Exec(p)))
-                }
-                WaitStatus::PtraceEvent(p, _, ev)
-                    if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK =>
-                {
-                    match ptrace::getevent(p) {
-                        Ok(child) => {
-                            return Ok(Some(Event::Forked {
-                                parent: p,
-                                child: Pid::from_raw(child as i32),
-                            }))
-                        }
-                        Err(_) => {
-                            let _ = ptrace::cont(p, None);
-                        }
-                    }
-                }
-                WaitStatus::PtraceEvent(p, _, _) => {
-                    let _ = ptrace::cont(p, None);
-                }
-                WaitStatus::Stopped(p, Signal::SIGSTOP) if !self.known.contains(&p) => {
-                    // A new child's first stop.
-                    match self.awaited.remove(&p) {
-                        Some(follow) => self.start(p, follow),
-                        None => {
-                            self.stopped_unannounced.insert(p);
-                        }
-                    }
-                }
-                WaitStatus::Stopped(p, sig) => {
-                    // A signal for the process: deliver it.
-                    let _ = ptrace::cont(p, Some(sig));
-                }
-                WaitStatus::Exited(p, code) => {
-                    self.known.remove(&p);
-                    return Ok(Some(Event::Exited(p, ChildExit::Code(code))));
-                }
-                WaitStatus::Signaled(p, sig, _) => {
-                    self.known.remove(&p);
-                    return Ok(Some(Event::Exited(p, ChildExit::Signal(sig))));
-                }
-                _ => {}
+            if let Some(ev) = self.on_status(status) {
+                return Ok(Some(ev));
             }
         }
+    }
+
+    /// Acts on one wait status; returns what the caller must handle.
+    fn on_status(&mut self, status: WaitStatus) -> Option<Event> {
+        match status {
+            WaitStatus::PtraceEvent(tid, _, libc::PTRACE_EVENT_EXIT) => {
+                let pid = self.threads.get(&tid).copied().unwrap_or(tid);
+                if tid == pid {
+                    return Some(Event::Exiting(pid));
+                }
+                let _ = ptrace::cont(tid, None);
+            }
+            WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_EXEC) => {
+                // The other threads are gone; the one that called execve
+                // took the process's pid.
+                self.threads.retain(|t, p| *p != pid || *t == pid);
+                self.threads.insert(pid, pid);
+                return Some(Event::Exec(pid));
+            }
+            WaitStatus::PtraceEvent(tid, _, libc::PTRACE_EVENT_CLONE) => {
+                let pid = self.threads.get(&tid).copied().unwrap_or(tid);
+                if let Ok(new) = ptrace::getevent(tid) {
+                    let new = Pid::from_raw(new as i32);
+                    self.threads.insert(new, pid);
+                    if self.stopped_unannounced.remove(&new) {
+                        let _ = ptrace::cont(new, None);
+                    } else {
+                        self.awaited_threads.insert(new);
+                    }
+                }
+                let _ = ptrace::cont(tid, None);
+            }
+            WaitStatus::PtraceEvent(tid, _, ev)
+                if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK =>
+            {
+                let parent = self.threads.get(&tid).copied().unwrap_or(tid);
+                match ptrace::getevent(tid) {
+                    Ok(child) => {
+                        return Some(Event::Forked {
+                            parent,
+                            thread: tid,
+                            child: Pid::from_raw(child as i32),
+                        })
+                    }
+                    Err(_) => {
+                        let _ = ptrace::cont(tid, None);
+                    }
+                }
+            }
+            WaitStatus::PtraceEvent(tid, sig, libc::PTRACE_EVENT_STOP) => {
+                if !self.threads.contains_key(&tid) || self.awaited_threads.contains(&tid) {
+                    // A new task's first stop (seized family).
+                    self.new_task_stopped(tid);
+                } else if is_stop_signal(sig) {
+                    // A group-stop: stay stopped, but let SIGCONT through.
+                    // SAFETY: PTRACE_LISTEN takes no address or data.
+                    unsafe {
+                        libc::ptrace(libc::PTRACE_LISTEN, tid.as_raw(), 0, 0);
+                    }
+                } else {
+                    let _ = ptrace::cont(tid, None);
+                }
+            }
+            WaitStatus::PtraceEvent(tid, _, _) => {
+                let _ = ptrace::cont(tid, None);
+            }
+            WaitStatus::Stopped(tid, Signal::SIGSTOP)
+                if !self.threads.contains_key(&tid) || self.awaited_threads.contains(&tid) =>
+            {
+                // A new task's first stop (a family traced from its exec).
+                self.new_task_stopped(tid);
+            }
+            WaitStatus::Stopped(tid, sig) => {
+                // A signal for the process: deliver it.
+                let _ = ptrace::cont(tid, Some(sig));
+            }
+            WaitStatus::Exited(tid, code) => return self.gone(tid, ChildExit::Code(code)),
+            WaitStatus::Signaled(tid, sig, _) => return self.gone(tid, ChildExit::Signal(sig)),
+            _ => {}
+        }
+        None
+    }
+
+    /// A traced thread is gone; the process, when it was its last.
+    fn gone(&mut self, tid: Pid, how: ChildExit) -> Option<Event> {
+        let pid = self.threads.remove(&tid).unwrap_or(tid);
+        if tid != pid {
+            return None;
+        }
+        self.threads.retain(|_, p| *p != pid);
+        Some(Event::Exited(pid, how))
+    }
+
+    /// Lets go of every traced thread (`-p`): each is stopped
+    /// (PTRACE_INTERRUPT), and detached with the signal it was about to
+    /// get, so that none is lost; processes stopped by job control stay
+    /// stopped.
+    pub fn detach_all(&mut self) {
+        if !self.seized {
+            return;
+        }
+        let mut left: HashSet<Pid> = self.threads.keys().copied().collect();
+        for tid in &left {
+            let _ = ptrace::interrupt(*tid);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            let status = match wait(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                Ok(s) => s,
+                Err(_) => break,
+            };
+            let (tid, sig) = match status {
+                WaitStatus::Stopped(tid, sig) => (tid, Some(sig)),
+                WaitStatus::PtraceEvent(tid, sig, libc::PTRACE_EVENT_STOP)
+                    if is_stop_signal(sig) =>
+                {
+                    // In a group-stop: detached, it stays stopped.
+                    (tid, None)
+                }
+                WaitStatus::PtraceEvent(tid, _, _) => (tid, None),
+                WaitStatus::Exited(tid, _) | WaitStatus::Signaled(tid, _, _) => {
+                    left.remove(&tid);
+                    continue;
+                }
+                _ => continue,
+            };
+            let _ = ptrace::detach(tid, sig);
+            left.remove(&tid);
+        }
+        self.threads.clear();
+        self.seized = false;
     }
 
     /// Kills every traced process (SIGKILL) and waits until they are gone;
     /// returns how `command` ended.
     pub fn kill_all(&mut self, command: Pid) -> Result<Option<ChildExit>> {
-        for p in &self.known {
-            let _ = nix::sys::signal::kill(*p, Signal::SIGKILL);
+        for (t, p) in &self.threads {
+            if t == p {
+                let _ = nix::sys::signal::kill(*p, Signal::SIGKILL);
+            }
         }
         let mut how = None;
-        while !self.known.is_empty() {
+        while self.count() > 0 {
             match self.poll()? {
                 Some(Event::Exited(p, h)) if p == command => how = Some(h),
                 Some(Event::Exited(..)) => {}
                 Some(Event::Exiting(p) | Event::Exec(p)) => resume(p),
-                Some(Event::Forked { parent, child }) => {
+                Some(Event::Forked { thread, child, .. }) => {
                     self.adopt(child, false);
-                    resume(parent);
+                    resume(thread);
                 }
                 None => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
