@@ -1032,6 +1032,8 @@ pub struct Frame {
     pub line: Option<u64>,
     /// Path of the ELF file; null only for an address in no known mapping.
     pub module: Option<String>,
+    /// The address in the module's file (`module_address`).
+    pub module_address: Option<u64>,
     pub method: String,
     pub inlined: bool,
 }
@@ -1123,6 +1125,10 @@ impl Frame {
             file: opt_str_field(v, "file")?,
             line: opt_u64_field(v, "line")?,
             module: opt_str_field(v, "module")?,
+            module_address: match v.get("module_address") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(hex_field(v, "module_address")?),
+            },
             method,
             inlined: bool_field(v, "inlined")?,
         })

@@ -92,16 +92,29 @@ fn demo_full_chain(verify_unwind: bool) {
                 stack.render()
             );
         }
-        // libc6-dbg (installed by scripts/deps.sh) keeps libc's .symtab in
-        // its separate debug file: main's caller is named, not `??`.
-        if libc_debug_file_installed() {
-            assert_eq!(
-                stack.frames.get(5).map(|f| f.function()),
-                Some("__libc_start_call_main"),
-                "main's caller should be symbolized from libc's separate debug info:\n{}",
-                stack.render()
-            );
-        }
+        // libc6-dbg (installed by scripts/deps.sh) keeps libc's .symtab and
+        // its DWARF, compressed (SHF_COMPRESSED), in its separate debug
+        // file: main's caller is named, with its file and line.
+        assert!(
+            libc_debug_file_installed(),
+            "scripts/deps.sh installs libc6-dbg"
+        );
+        let caller = &stack.frames[5];
+        assert_eq!(
+            caller.function(),
+            "__libc_start_call_main",
+            "main's caller should be symbolized from libc's separate debug info:\n{}",
+            stack.render()
+        );
+        assert!(
+            caller
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("libc_start_call_main.h"))
+                && caller.line.is_some(),
+            "libc's compressed DWARF gives main's caller its file and line:\n{}",
+            stack.render()
+        );
     }
 
     let (bytes, allocs) = report.totals_where(|s| s.has_function("alloc_v3"));

@@ -27,6 +27,7 @@ mod mmap;
 mod musl;
 mod real_use;
 mod sampling;
+mod sstrip;
 mod static_link;
 mod tables;
 mod threads;

@@ -270,6 +270,13 @@ pub fn render(
                     json_opt_num(&mut out, f.line.map(u64::from));
                     out.push_str(",\"module\":");
                     json_str(&mut out, f.module.as_deref());
+                    out.push_str(",\"module_address\":");
+                    match f.module_address {
+                        Some(a) => {
+                            let _ = write!(out, "\"{a:#x}\"");
+                        }
+                        None => out.push_str("null"),
+                    }
                     let _ = write!(
                         out,
                         ",\"method\":\"{}\",\"inlined\":{}}}",
@@ -386,8 +393,18 @@ fn text_stack(out: &mut String, s: &StackReport<'_>, what: &str, show_allocs: bo
         if let (Some(file), Some(l)) = (&f.file, f.line) {
             let _ = write!(line, " ({}:{l})", basename(file));
         }
-        if let Some(m) = &f.module {
-            let _ = write!(line, " [{}]", basename(m));
+        match (
+            &f.module,
+            f.function.is_none().then_some(f.module_address).flatten(),
+        ) {
+            // No symbol: where in the file, for addr2line on the host.
+            (Some(m), Some(a)) => {
+                let _ = write!(line, " [{}+{a:#x}]", basename(m));
+            }
+            (Some(m), None) => {
+                let _ = write!(line, " [{}]", basename(m));
+            }
+            (None, _) => {}
         }
         if f.inlined {
             line.push_str(" (inlined)");

@@ -36,6 +36,9 @@ pub struct ReportFrame {
     pub module: Option<String>,
     pub method: &'static str,
     pub inlined: bool,
+    /// The address as stated in the module's file (for a frame no symbol
+    /// names: `module+0x...`, what addr2line on the host takes).
+    pub module_address: Option<u64>,
 }
 
 /// A unique stack.
@@ -651,7 +654,7 @@ impl Tracker {
             let mut out = Vec::new();
             for (i, (f, loc)) in s.frames.iter().zip(&s.located).enumerate() {
                 let back = u64::from(i > 0);
-                let unknown = |module: Option<String>| ReportFrame {
+                let unknown = |module: Option<String>, module_address| ReportFrame {
                     address: f.address,
                     function: None,
                     offset: None,
@@ -660,17 +663,19 @@ impl Tracker {
                     module,
                     method: f.method.name(),
                     inlined: false,
+                    module_address,
                 };
                 let Some((elf, svma)) = loc else {
-                    out.push(unknown(None));
+                    out.push(unknown(None, None));
                     continue;
                 };
+                let module_address = Some(svma + back);
                 let syms = cache
                     .entry((elf.id(), *svma))
                     .or_insert_with(|| Rc::new(elf.symbolize(*svma)))
                     .clone();
                 if syms.is_empty() {
-                    out.push(unknown(Some(elf.path().to_string())));
+                    out.push(unknown(Some(elf.path().to_string()), module_address));
                 }
                 for sym in syms.iter() {
                     out.push(ReportFrame {
@@ -682,6 +687,7 @@ impl Tracker {
                         module: Some(elf.path().to_string()),
                         method: f.method.name(),
                         inlined: sym.inlined,
+                        module_address,
                     });
                 }
             }

@@ -79,6 +79,9 @@ pub struct ElfFile {
     build_id: Option<Vec<u8>>,
     debug_path: Option<String>,
     debug_data: Option<&'static [u8]>,
+    /// `DT_NEEDED` and run paths read through PT_DYNAMIC, for a file
+    /// without section headers (sstrip'ed).
+    phdr_dynamic: Option<(Vec<String>, Vec<String>)>,
     dwarf: OnceCell<Option<addr2line::Context<Slice>>>,
     pub(crate) cfi_index: crate::cfi::FdeIndexes,
     /// Function starts found in the code itself (call and address-taking
@@ -178,9 +181,28 @@ impl ElfFile {
         let has_symtab = file.symbols().next().is_some();
         let mut symbols = Vec::new();
         collect_functions(&file, &mut symbols);
+        // Without section headers (sstrip): the dynamic symbols, needed
+        // libraries and build ID through the program headers.
+        let mut phdr_dynamic = None;
+        let mut build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+        if file.section_by_name(".dynsym").is_none() && file.section_by_name(".symtab").is_none() {
+            let (info, id) = match &file {
+                object::File::Elf32(f) => (crate::dynamic::read(f), crate::dynamic::build_id(f)),
+                object::File::Elf64(f) => (crate::dynamic::read(f), crate::dynamic::build_id(f)),
+                _ => (None, None),
+            };
+            if let Some(info) = info {
+                symbols.extend(info.functions.iter().map(|&(name, svma, size)| Symbol {
+                    svma,
+                    size,
+                    name,
+                }));
+                phdr_dynamic = Some((info.needed, info.run_paths));
+            }
+            build_id = build_id.or(id);
+        }
         // Separate debug info (by build ID) keeps the .symtab that strip
         // removed: local functions such as glibc's __libc_start_call_main.
-        let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
         let debug_path = build_id.as_deref().and_then(find_debug_file);
         let debug_data = debug_path.as_deref().and_then(|p| match map_file(p) {
             Ok(d) => Some(d),
@@ -232,6 +254,7 @@ impl ElfFile {
             build_id,
             debug_path,
             debug_data,
+            phdr_dynamic,
             dwarf: OnceCell::new(),
             cfi_index: Default::default(),
             code_starts: OnceCell::new(),
@@ -291,6 +314,9 @@ impl ElfFile {
 
     /// Names of the `DT_NEEDED` libraries, in order.
     pub fn needed_libraries(&self) -> Vec<String> {
+        if let Some((needed, _)) = &self.phdr_dynamic {
+            return needed.clone();
+        }
         let Ok(file) = object::File::parse(self.data) else {
             return Vec::new();
         };
@@ -310,6 +336,14 @@ impl ElfFile {
 
     /// `DT_RUNPATH` and `DT_RPATH` directories.
     pub fn run_paths(&self) -> Vec<String> {
+        if let Some((_, paths)) = &self.phdr_dynamic {
+            return paths
+                .iter()
+                .flat_map(|s| s.split(':'))
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         let Ok(file) = object::File::parse(self.data) else {
             return Vec::new();
         };
@@ -470,7 +504,12 @@ impl ElfFile {
         let last = out.last_mut().expect("not empty");
         last.inlined = false;
         if let Some((name, start)) = symbol {
-            if last.function.is_none() {
+            // A C function's public name (`malloc`) rather than the one
+            // DWARF gives its definition (glibc: `__GI___libc_malloc`);
+            // C++ and Rust keep DWARF's (a mangled name demangles with its
+            // parameters).
+            let mangled = name.starts_with("_Z") || name.starts_with("_R");
+            if last.function.is_none() || !mangled {
                 last.function = Some(demangle(name));
             }
             last.offset = Some(svma - start);
@@ -532,11 +571,7 @@ fn load_dwarf(
     let load = |id: gimli::SectionId| -> std::result::Result<Slice, gimli::Error> {
         let data = file
             .section_by_name(id.name())
-            .filter(|s| {
-                // Compressed sections would need a decompressor; skip them.
-                !matches!(s.flags(), object::SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & object::elf::SHF_COMPRESSED.0 != 0)
-            })
-            .and_then(|s| s.data().ok())
+            .and_then(section_bytes)
             .unwrap_or(&[]);
         Ok(EndianSlice::new(data, endian))
     };
@@ -544,6 +579,37 @@ fn load_dwarf(
     addr2line::Context::from_dwarf(dwarf)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// A DWARF section's bytes: compressed ones (`SHF_COMPRESSED`, zlib or
+/// zstd, as Debian's debug packages ship them) are inflated once and kept
+/// for the life of the process, like the mapped files.
+#[cfg(feature = "compressed-debug")]
+fn section_bytes(s: object::Section<'static, '_>) -> Option<&'static [u8]> {
+    match s.uncompressed_data() {
+        Ok(std::borrow::Cow::Borrowed(b)) => Some(b),
+        Ok(std::borrow::Cow::Owned(v)) => Some(Box::leak(v.into_boxed_slice())),
+        Err(e) => {
+            debug!("{}: {e}", s.name().unwrap_or("?"));
+            None
+        }
+    }
+}
+
+/// A DWARF section's bytes; compressed ones are left out (this build has
+/// no decompressor: the `compressed-debug` feature).
+#[cfg(not(feature = "compressed-debug"))]
+fn section_bytes(s: object::Section<'static, '_>) -> Option<&'static [u8]> {
+    let compressed = matches!(s.flags(), object::SectionFlags::Elf { sh_flags, .. }
+        if sh_flags.0 & object::elf::SHF_COMPRESSED.0 != 0);
+    if compressed {
+        debug!(
+            "{}: compressed (built without compressed-debug)",
+            s.name().unwrap_or("?")
+        );
+        return None;
+    }
+    s.data().ok()
 }
 
 /// Demangles C++ (`_Z...`) and Rust symbol names; others are returned as they are.

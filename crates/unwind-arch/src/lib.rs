@@ -49,6 +49,7 @@ mod arch;
 mod cache;
 mod cfi;
 mod code;
+mod dynamic;
 mod elf;
 mod error;
 mod mips32;
