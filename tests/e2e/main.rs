@@ -15,6 +15,7 @@ mod common;
 mod accounting;
 mod attach;
 mod compat;
+mod container;
 mod cxx;
 mod demo;
 mod dlopen;

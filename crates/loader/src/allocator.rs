@@ -50,32 +50,43 @@ fn multiarch_dirs(machine: u16) -> &'static [&'static str] {
     }
 }
 
-/// Library search directories, as ld.so would use them for `exe`.
-fn search_dirs(exe: &ElfFile, exe_path: &Path) -> Vec<PathBuf> {
+/// `path` as a process whose root is `root` names it (None: memleak's).
+fn rooted(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(r) => r.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Library search directories, as ld.so would use them for `exe`, under
+/// the process's `root`.
+fn search_dirs(exe: &ElfFile, exe_path: &Path, root: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(v) = std::env::var_os("LD_LIBRARY_PATH") {
         dirs.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
     }
     let origin = exe_path.parent().map(Path::to_path_buf).unwrap_or_default();
     for rp in exe.run_paths() {
-        dirs.push(PathBuf::from(
-            rp.replace("$ORIGIN", &origin.to_string_lossy()),
-        ));
+        // $ORIGIN is the program's directory as memleak opens it.
+        match rp.strip_prefix("$ORIGIN") {
+            Some(rest) => dirs.push(PathBuf::from(format!("{}{rest}", origin.to_string_lossy()))),
+            None => dirs.push(rooted(root, Path::new(&rp))),
+        }
     }
-    dirs.extend(ld_so_conf(Path::new("/etc/ld.so.conf"), 0));
+    dirs.extend(ld_so_conf(Path::new("/etc/ld.so.conf"), 0, root));
     for m in multiarch_dirs(exe.machine()) {
-        dirs.push(PathBuf::from(format!("/lib/{m}")));
-        dirs.push(PathBuf::from(format!("/usr/lib/{m}")));
+        dirs.push(rooted(root, Path::new(&format!("/lib/{m}"))));
+        dirs.push(rooted(root, Path::new(&format!("/usr/lib/{m}"))));
     }
     for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib"] {
-        dirs.push(PathBuf::from(d));
+        dirs.push(rooted(root, Path::new(d)));
     }
     dirs
 }
 
-fn ld_so_conf(path: &Path, depth: u32) -> Vec<PathBuf> {
+fn ld_so_conf(path: &Path, depth: u32, root: Option<&Path>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = std::fs::read_to_string(rooted(root, path)) else {
         return out;
     };
     for line in text.lines() {
@@ -88,19 +99,23 @@ fn ld_so_conf(path: &Path, depth: u32) -> Vec<PathBuf> {
                 None => (pattern.to_string(), String::new()),
             };
             if depth < 4 {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                let mut files: Vec<PathBuf> = std::fs::read_dir(rooted(root, Path::new(&dir)))
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| Path::new(&dir).join(e.file_name()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 files.sort();
                 for f in files
                     .into_iter()
                     .filter(|f| f.to_string_lossy().ends_with(&suffix))
                 {
-                    out.extend(ld_so_conf(&f, depth + 1));
+                    out.extend(ld_so_conf(&f, depth + 1, root));
                 }
             }
         } else if line.starts_with('/') {
-            out.push(PathBuf::from(line));
+            out.push(rooted(root, Path::new(line)));
         }
     }
     out
@@ -117,11 +132,12 @@ fn resolve(
     exe: &ElfFile,
     mapped: &[String],
     dirs: &[PathBuf],
+    root: Option<&Path>,
 ) -> Option<(PathBuf, Rc<ElfFile>)> {
     let usable =
         |f: &ElfFile| f.machine() == exe.machine() && f.address_size() == exe.address_size();
     if soname.contains('/') {
-        let p = PathBuf::from(soname);
+        let p = rooted(root, Path::new(soname));
         return open(&p).filter(|f| usable(f)).map(|f| (p, f));
     }
     for m in mapped {
@@ -236,8 +252,13 @@ fn startup_queue(exe: &ElfFile) -> VecDeque<String> {
 /// The files a program maps before its first instruction: itself, its
 /// interpreter, LD_PRELOAD and every library it needs (transitively), as
 /// far as they can be found, with what `mapped` already shows.
-fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathBuf> {
-    let dirs = search_dirs(exe, exe_path);
+fn startup_files(
+    exe_path: &Path,
+    exe: &ElfFile,
+    mapped: &[String],
+    root: Option<&Path>,
+) -> Vec<PathBuf> {
+    let dirs = search_dirs(exe, exe_path, root);
     let mut files: Vec<PathBuf> = vec![exe_path.to_path_buf()];
     files.extend(mapped.iter().map(PathBuf::from));
     let mut seen = HashSet::new();
@@ -247,7 +268,7 @@ fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathB
         if !seen.insert(name.clone()) {
             continue;
         }
-        if let Some((path, lib)) = resolve(&name, exe, mapped, &dirs) {
+        if let Some((path, lib)) = resolve(&name, exe, mapped, &dirs, root) {
             queue.extend(lib.needed_libraries());
             files.push(path);
         }
@@ -258,10 +279,13 @@ fn startup_files(exe_path: &Path, exe: &ElfFile, mapped: &[String]) -> Vec<PathB
 /// Finds the allocator of the process whose executable is `exe_path`;
 /// `maps` is the text of its `/proc/PID/maps`. `running` is the PID of a
 /// process memleak attaches to (None: a command stopped at its exec).
+/// `root`: the process's own root when it is not memleak's (a container:
+/// libraries are looked for there).
 pub fn find(
     exe_path: &Path,
     maps: Option<&str>,
     running: Option<i32>,
+    root: Option<&Path>,
     obj: Option<&Path>,
     prefix: &str,
     mmap: bool,
@@ -295,7 +319,7 @@ pub fn find(
             Some(_) => mapped.iter().any(|m| same_file(Path::new(m), obj)),
             None => {
                 let exe = ElfFile::open(&exe_path.to_string_lossy())?;
-                startup_files(exe_path, &exe, &mapped)
+                startup_files(exe_path, &exe, &mapped, root)
                     .iter()
                     .any(|f| same_file(f, obj))
             }
@@ -327,7 +351,14 @@ pub fn find(
             probes,
         });
     }
-    let dirs = search_dirs(&exe, exe_path);
+    // A running process has its libraries mapped: only those count (a file
+    // of the same name found on memleak's side may be another one, e.g. in
+    // a container).
+    let dirs = if running.is_some() && !mapped.is_empty() {
+        Vec::new()
+    } else {
+        search_dirs(&exe, exe_path, root)
+    };
     let mut searched = Vec::new();
     let mut seen = HashSet::new();
     let mut queue = startup_queue(&exe);
@@ -335,7 +366,7 @@ pub fn find(
         if !seen.insert(name.clone()) {
             continue;
         }
-        let Some((path, lib)) = resolve(&name, &exe, &mapped, &dirs) else {
+        let Some((path, lib)) = resolve(&name, &exe, &mapped, &dirs, root) else {
             debug!("could not find {name} for {}", exe_path.display());
             continue;
         };
@@ -347,7 +378,7 @@ pub fn find(
         queue.extend(lib.needed_libraries());
     }
     if let Some(interp) = exe.interpreter() {
-        if let Some((path, lib)) = resolve(&interp, &exe, &mapped, &dirs) {
+        if let Some((path, lib)) = resolve(&interp, &exe, &mapped, &dirs, root) {
             note_searched(&mut searched, &path);
             if lib.find_function(&malloc).is_some() {
                 let probes = probe_points(&lib, &path, prefix, mmap)?;

@@ -28,12 +28,22 @@ pub struct Linker {
 
 impl Linker {
     /// The linker `exe` runs with, if it has one that announces dlclose.
-    pub fn of(exe: &Path) -> Option<Linker> {
+    /// The linker named by `exe`, which process `pid` runs; a path its
+    /// root does not share with memleak's is read through /proc/PID/root.
+    pub fn of(exe: &Path, pid: i32) -> Option<Linker> {
         let interp = ElfFile::open(&exe.to_string_lossy()).ok()?.interpreter()?;
-        match Linker::open(Path::new(&interp)) {
+        let interp = Path::new(&interp);
+        let path = match crate::procfs::own_root(pid) {
+            Some(root) => root.join(interp.strip_prefix("/").unwrap_or(interp)),
+            None => interp.to_path_buf(),
+        };
+        match Linker::open(&path) {
             Ok(l) => Some(l),
             Err(e) => {
-                log::debug!("{interp}: {e:#}; dlclose'd libraries are placed only if seen mapped");
+                log::debug!(
+                    "{}: {e:#}; dlclose'd libraries are placed only if seen mapped",
+                    path.display()
+                );
                 None
             }
         }
@@ -80,7 +90,7 @@ impl Linker {
     /// (it is, from the exec on).
     pub fn r_debug_in(&self, pid: i32) -> Result<u64> {
         let want = std::fs::metadata(&self.path)?;
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        let maps = crate::procfs::maps(pid)
             .with_context(|| format!("reading the mappings of process {pid}"))?;
         for e in parse_proc_maps(&maps) {
             let same = std::fs::metadata(&e.path)

@@ -18,6 +18,7 @@ mod linker;
 mod output;
 mod probes;
 mod process;
+mod procfs;
 mod procs;
 mod report;
 mod rules;
@@ -146,6 +147,7 @@ impl Prober<'_> {
             exe,
             None,
             None,
+            procfs::own_root(pid).as_deref(),
             self.opts.obj.as_deref(),
             &self.opts.symbol_prefix,
             self.opts.mmap,
@@ -174,7 +176,7 @@ fn watch_linker(
 ) {
     tracker.linker_watched = false;
     let _ = books.set_r_debug(pid as u32, 0);
-    let Some(linker) = Linker::of(exe) else {
+    let Some(linker) = Linker::of(exe, pid) else {
         return;
     };
     let watched = linker
@@ -204,6 +206,9 @@ fn run(opts: Options) -> Result<u8> {
             (child.as_raw(), exe, Some(child))
         }
     };
+    // A process in a container may name files memleak's root does not
+    // reach: they are opened through /proc/PID (see procfs).
+    let exe = procfs::exe(pid, &exe);
     // The command is traced from its exec; a running process is seized
     // (it keeps running): memleak sees exec and fork in both.
     let mut tracees = match child {
@@ -217,7 +222,7 @@ fn run(opts: Options) -> Result<u8> {
             }
         },
     };
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok();
+    let maps = procfs::maps(pid).ok();
     let alloc = allocator::find(
         &exe,
         maps.as_deref(),
@@ -225,6 +230,7 @@ fn run(opts: Options) -> Result<u8> {
             Target::Pid(p) => Some(p),
             Target::Command(_) => None,
         },
+        procfs::own_root(pid).as_deref(),
         opts.obj.as_deref(),
         &opts.symbol_prefix,
         opts.mmap,
@@ -291,9 +297,14 @@ fn run(opts: Options) -> Result<u8> {
 
     match &opts.target {
         Target::Pid(_) => eprintln!(
-            "Attaching to pid {pid} ({} probes on {}), Ctrl-C to quit.",
+            "Attaching to pid {pid}{} ({} probes on {}), Ctrl-C to quit.",
+            procs
+                .root()
+                .ns_pid
+                .map(|n| format!(" (pid {n} in its namespace)"))
+                .unwrap_or_default(),
             probe_count,
-            alloc.path.display()
+            procfs::shown(&alloc.path.to_string_lossy())
         ),
         Target::Command(_) => info!(
             "tracing {} ({} probes on {}){}",
@@ -334,13 +345,15 @@ fn run(opts: Options) -> Result<u8> {
             p.tracker.snapshot(&books, opts.mmap)?;
             let losses = report::losses(&p.tracker, &counters, probes.prog_misses(), source.lost());
             lost = lost.max(losses.lost_events);
+            let exe = procfs::shown(&p.exe.to_string_lossy());
             let header = report::Header {
                 pid: p.pid,
-                exe: &p.exe,
+                exe: &exe,
                 parent: p.parent,
                 exit: p.exit,
                 section: many,
                 unfollowed: (!opts.follow_forks && p.parent.is_none()).then_some(unfollowed),
+                ns_pid: p.ns_pid,
             };
             text.push_str(&report::render(
                 &p.tracker, &opts, &losses, is_final, &header,
@@ -376,6 +389,7 @@ fn run(opts: Options) -> Result<u8> {
                             let raw = p.as_raw();
                             let new_exe = std::fs::read_link(format!("/proc/{raw}/exe"))
                                 .with_context(|| format!("process {raw} after its exec"))?;
+                            let new_exe = procfs::exe(raw, &new_exe);
                             let (bytes, blocks) = books.forget_process(raw as u32)?;
                             prober.probe_image(&mut probes, raw, &new_exe)?;
                             if let Some(proc) = procs.get_mut(raw) {
@@ -417,6 +431,7 @@ fn run(opts: Options) -> Result<u8> {
                                     parent: Some(praw),
                                     tracker,
                                     exit: None,
+                                    ns_pid: procfs::ns_pid(craw),
                                 });
                                 t.adopt(child, true);
                             } else {

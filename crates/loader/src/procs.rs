@@ -19,6 +19,8 @@ pub struct Proc {
     pub tracker: Tracker,
     /// How it ended, once it did.
     pub exit: Option<ChildExit>,
+    /// Its PID in its own PID namespace (a container), if it has one.
+    pub ns_pid: Option<i32>,
 }
 
 /// The traced processes, the target first, then in the order they were born.
@@ -36,6 +38,7 @@ impl Procs {
                 parent: None,
                 tracker,
                 exit: None,
+                ns_pid: crate::procfs::ns_pid(pid),
             }],
         }
     }

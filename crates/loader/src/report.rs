@@ -176,7 +176,8 @@ fn json_opt_num(out: &mut String, v: Option<u64>) {
 /// Which process a report is about.
 pub struct Header<'a> {
     pub pid: i32,
-    pub exe: &'a std::path::Path,
+    /// Its program, as the process names it.
+    pub exe: &'a str,
     /// The traced process that forked it.
     pub parent: Option<i32>,
     /// How it ended, if it did.
@@ -185,6 +186,8 @@ pub struct Header<'a> {
     pub section: bool,
     /// Children it forked that memleak did not follow (without `-f`).
     pub unfollowed: Option<u64>,
+    /// Its PID in its own PID namespace (a container), if it has one.
+    pub ns_pid: Option<i32>,
 }
 
 pub fn render(
@@ -232,7 +235,9 @@ pub fn render(
                 let _ = write!(out, "{}\"{name}\":{v}", if i > 0 { "," } else { "" });
             }
             out.push_str("},\"exe\":");
-            json_str(&mut out, Some(&header.exe.to_string_lossy()));
+            json_str(&mut out, Some(header.exe));
+            out.push_str(",\"ns_pid\":");
+            json_opt_num(&mut out, header.ns_pid.map(|p| p as u64));
             out.push_str(",\"parent\":");
             json_opt_num(&mut out, header.parent.map(|p| p as u64));
             out.push_str(",\"exit\":");
@@ -302,7 +307,10 @@ pub fn render(
         }
         Format::Text => {
             if header.section {
-                let _ = write!(out, "== process {pid} ({})", header.exe.display());
+                let _ = write!(out, "== process {pid} ({})", header.exe);
+                if let Some(n) = header.ns_pid {
+                    let _ = write!(out, ", pid {n} in its namespace");
+                }
                 if let Some(p) = header.parent {
                     let _ = write!(out, ", child of {p}");
                 }

@@ -183,7 +183,7 @@ impl Tracker {
         if self.process_gone {
             return false;
         }
-        match std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) {
+        match crate::procfs::maps(self.pid) {
             Ok(text) if !text.is_empty() => {
                 // Stacks already seen keep their own files (see `intern`), so
                 // the map only needs what is mapped now.
@@ -674,8 +674,9 @@ impl Tracker {
                     .entry((elf.id(), *svma))
                     .or_insert_with(|| Rc::new(elf.symbolize(*svma)))
                     .clone();
+                let module = crate::procfs::shown(elf.path());
                 if syms.is_empty() {
-                    out.push(unknown(Some(elf.path().to_string()), module_address));
+                    out.push(unknown(Some(module.clone()), module_address));
                 }
                 for sym in syms.iter() {
                     out.push(ReportFrame {
@@ -684,7 +685,7 @@ impl Tracker {
                         offset: sym.offset.map(|o| o + back),
                         file: sym.file.clone(),
                         line: sym.line,
-                        module: Some(elf.path().to_string()),
+                        module: Some(module.clone()),
                         method: f.method.name(),
                         inlined: sym.inlined,
                         module_address,
