@@ -991,12 +991,15 @@ run_detach() {
             probes=$(sed -n 's/.*attached \([0-9][0-9]*\) probes to .* (\([0-9][0-9]*\) links\{0,1\})$/\1 \2/p' "$terr" |
                 awk '{ p += $1; l += $2 } END { if (NR) print p, l }')
             read -r probes links <<<"$probes"
-            # `2 probe links detached in 48.237012ms`: the sum of such lines
+            # `2 probe links detached in 48.237012ms` (closed by memleak) or
+            # `21 probe links handed to a child process to release, in
+            # 56.5µs` (released after memleak exited): the sum of such lines
             close=""
             while read -r c; do
                 c=$(duration_s "$c") || continue
                 close=$(awk -v a="${close:-0}" -v b="$c" 'BEGIN { printf "%.6f", a + b }')
-            done < <(sed -n 's/.* probe links\{0,1\} detached in \([^ ]*\)$/\1/p' "$terr")
+            done < <(sed -n -e 's/.* probe links\{0,1\} detached in \([^ ]*\)$/\1/p' \
+                -e 's/.* probe links\{0,1\} handed to a child process to release, in \([^ ]*\)$/\1/p' "$terr")
             if [[ -n ${D_PROBES[$mode]} && "${D_PROBES[$mode]}:${D_LINKS[$mode]}" != "$probes:$links" ]]; then
                 warn "detach --attach $mode: run $i attached $probes probes with $links links, an earlier run ${D_PROBES[$mode]} with ${D_LINKS[$mode]}"
             fi
