@@ -17,6 +17,7 @@ mod attach;
 mod compat;
 mod container;
 mod cxx;
+mod debug_files;
 mod demo;
 mod dlopen;
 mod errors;

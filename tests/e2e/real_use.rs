@@ -516,6 +516,12 @@ fn bad_input_gives_one_accurate_error_line() {
             says: &[other_malloc, "has not loaded it"],
         },
         Case {
+            what: "--debug-dir naming nothing",
+            args: s(&["--debug-dir", "/nonexistent/debug", "--", &leaky, "1"]),
+            landlock: false,
+            says: &["--debug-dir /nonexistent/debug: not a directory"],
+        },
+        Case {
             what: "--output naming a directory",
             args: s(&["--output", dir, "--", &leaky, "1"]),
             landlock: false,

@@ -63,6 +63,10 @@ OPTIONS:
                              resolves malloc to: libc, jemalloc, or the program)
     -S, --symbol-prefix P    Allocator symbol prefix, e.g. je_ for je_malloc
         --mmap               Also track mmap/munmap, as a separate category
+        --debug-dir DIR      Look for separate debug files in DIR too (by build
+                             ID, DIR/.build-id/xx/yyyy.debug, and by
+                             .gnu_debuglink, CRC checked), before
+                             /usr/lib/debug; repeatable
         --format FORMAT      text or json (one JSON object per line and report)
         --output FILE        Write the reports to FILE (created or truncated;
                              `-` is stdout). Each report replaces FILE whole
@@ -132,6 +136,8 @@ pub struct Options {
     pub show_allocs: bool,
     /// -f: trace the command's children too.
     pub follow_forks: bool,
+    /// --debug-dir, in order.
+    pub debug_dirs: Vec<PathBuf>,
     pub trace: bool,
     pub obj: Option<PathBuf>,
     pub symbol_prefix: String,
@@ -232,6 +238,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         sample_rate: 1,
         show_allocs: false,
         follow_forks: false,
+        debug_dirs: Vec::new(),
         trace: false,
         obj: None,
         symbol_prefix: String::new(),
@@ -294,6 +301,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Short('a') | Long("show-allocs") => o.show_allocs = true,
             Short('t') | Long("trace") => o.trace = true,
             Short('f') | Long("follow-forks") => o.follow_forks = true,
+            Long("debug-dir") => {
+                let dir = PathBuf::from(p.value()?);
+                if !dir.is_dir() {
+                    bail!("--debug-dir {}: not a directory", dir.display());
+                }
+                o.debug_dirs.push(dir);
+            }
             Short('O') | Long("obj") => o.obj = Some(PathBuf::from(p.value()?)),
             Short('S') | Long("symbol-prefix") => {
                 o.symbol_prefix = p.value()?.to_string_lossy().into_owned()

@@ -195,6 +195,7 @@ fn watch_linker(
 /// the command's (see `--help`: "Exit status").
 fn run(opts: Options) -> Result<u8> {
     probes::preflight()?;
+    memleak_unwind_arch::set_debug_dirs(opts.debug_dirs.clone());
     let mut output = Output::open(
         opts.output.as_deref(),
         matches!(opts.target, Target::Command(_)),

@@ -203,7 +203,7 @@ impl ElfFile {
         }
         // Separate debug info (by build ID) keeps the .symtab that strip
         // removed: local functions such as glibc's __libc_start_call_main.
-        let debug_path = build_id.as_deref().and_then(find_debug_file);
+        let debug_path = find_debug_file(path, &file, build_id.as_deref());
         let debug_data = debug_path.as_deref().and_then(|p| match map_file(p) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -548,16 +548,97 @@ fn collect_functions(file: &object::File<'static>, out: &mut Vec<Symbol>) {
     }
 }
 
-fn find_debug_file(build_id: &[u8]) -> Option<String> {
-    if build_id.len() < 2 {
-        return None;
-    }
-    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-    let path = format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
-    std::path::Path::new(&path).exists().then(|| {
-        debug!("separate debug info: {path}");
-        path
+static DEBUG_DIRS: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Directories searched for separate debug files before `/usr/lib/debug`
+/// (`--debug-dir`); set once, before any file is opened.
+pub fn set_debug_dirs(dirs: Vec<std::path::PathBuf>) {
+    let _ = DEBUG_DIRS.set(dirs);
+}
+
+/// The debug directories, the given ones first.
+fn debug_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs = DEBUG_DIRS.get().cloned().unwrap_or_default();
+    dirs.push("/usr/lib/debug".into());
+    dirs
+}
+
+/// CRC-32 (IEEE 802.3, as `.gnu_debuglink` uses).
+fn crc32(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
     })
+}
+
+/// The separate debug file of the file at `path`: by build ID under each
+/// debug directory (`.build-id/xx/yyyy.debug`), else by `.gnu_debuglink`
+/// next to it, in its `.debug/` and under each debug directory, its CRC
+/// checked. A candidate of another build is refused with a warning.
+fn find_debug_file(
+    path: &str,
+    file: &object::File<'static>,
+    build_id: Option<&[u8]>,
+) -> Option<String> {
+    let dirs = debug_dirs();
+    if let Some(id) = build_id.filter(|id| id.len() >= 2) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        for dir in &dirs {
+            let p = dir.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..]));
+            if p.exists() {
+                debug!("separate debug info: {}", p.display());
+                return Some(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let (name, crc) = file.gnu_debuglink().ok().flatten()?;
+    let name = std::str::from_utf8(name).ok()?;
+    let here = std::path::Path::new(path).parent()?;
+    let mut candidates = vec![here.join(name), here.join(".debug").join(name)];
+    for dir in &dirs {
+        candidates.push(dir.join(here.strip_prefix("/").unwrap_or(here)).join(name));
+        candidates.push(dir.join(name));
+    }
+    for c in candidates {
+        if c == std::path::Path::new(path) || !c.is_file() {
+            continue;
+        }
+        let Ok(data) = map_file(&c.to_string_lossy()) else {
+            continue;
+        };
+        if crc32(data) != crc {
+            // Once per file: a program is opened more than once.
+            static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> =
+                std::sync::Mutex::new(Vec::new());
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if !warned.contains(&c) {
+                warn!(
+                    "{}: not the debug file of {path} (its CRC differs from the .gnu_debuglink's): not used",
+                    c.display()
+                );
+                warned.push(c);
+            }
+            continue;
+        }
+        debug!("separate debug info (debuglink): {}", c.display());
+        return Some(c.to_string_lossy().into_owned());
+    }
+    None
 }
 
 fn load_dwarf(
@@ -720,4 +801,16 @@ fn eh_frame_from_hdr(
         data: data.get(start..end)?,
         svma,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRC-32 check value, and the empty input.
+    #[test]
+    fn crc32_is_ieee() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
 }

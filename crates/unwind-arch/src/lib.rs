@@ -66,7 +66,7 @@ pub use any::{AnyUnwinder, EntrySnapshot};
 pub use arch::Arch;
 pub use cache::CacheStats;
 pub use cfi::{find_cfi_rule, CfiLookup, CfiSource, UnwindContext};
-pub use elf::{demangle, ElfFile, SymbolizedFrame};
+pub use elf::{demangle, set_debug_dirs, ElfFile, SymbolizedFrame};
 pub use error::{ElfError, UnwindError};
 pub use mips32::{analyze_prologue, ArchMips32, UnwindRegsMips32};
 pub use module::{parse_proc_maps, ElfCache, Mapping, MapsEntry, ModuleMap};
