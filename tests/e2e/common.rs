@@ -523,6 +523,20 @@ impl Run {
         last
     }
 
+    /// The fixture's ground truth, which `report`'s outstanding totals must
+    /// equal exactly (its bytes and blocks); returned for further checks.
+    pub fn assert_totals_are_the_programs(&self, report: &Report) -> Expect {
+        let expect = self.expect();
+        assert_eq!(
+            (report.outstanding_bytes, report.outstanding_allocations),
+            (expect.leaked_bytes, expect.leaked_allocations),
+            "the report's totals differ from the program's own count:\n{}\n{}",
+            report.render(),
+            self.describe()
+        );
+        expect
+    }
+
     /// The fixture's ground truth (its EXPECT lines, passed through on stderr).
     pub fn expect(&self) -> Expect {
         Expect::parse(&self.stderr).unwrap_or_else(|e| {

@@ -61,13 +61,7 @@ fn exec_into_a_dynamic_program() {
     let run = run_through(&SH_EXEC, &bin, &args);
     let report = run.final_report();
     assert_no_lost_events(&report);
-    let expect = run.expect();
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (expect.leaked_bytes, expect.leaked_allocations),
-        "the report differs from the program's own count\n{}",
-        run.describe()
-    );
+    run.assert_totals_are_the_programs(&report);
     assert_outstanding_matches_valgrind(&report, &bin, &args);
     assert_no_frames_of(&report, &["dash", "bash", "sh"]);
     for stack in &report.stacks {
