@@ -527,12 +527,10 @@ impl Run {
     /// equal exactly (its bytes and blocks); returned for further checks.
     pub fn assert_totals_are_the_programs(&self, report: &Report) -> Expect {
         let expect = self.expect();
-        assert_eq!(
-            (report.outstanding_bytes, report.outstanding_allocations),
+        assert_totals(
+            report,
             (expect.leaked_bytes, expect.leaked_allocations),
-            "the report's totals differ from the program's own count:\n{}\n{}",
-            report.render(),
-            self.describe()
+            &format!("the program's own count\n{}", self.describe()),
         );
         expect
     }
@@ -909,6 +907,18 @@ pub fn assert_outstanding_matches_valgrind(report: &Report, program: &Path, args
          in use at exit for {} {args:?}:\n{}",
         program.display(),
         report.render_summary(SUMMARY_STACKS)
+    );
+}
+
+/// `report`'s outstanding (bytes, blocks) are `want`; `against` says what
+/// `want` is, for the failure message.
+pub fn assert_totals(report: &Report, want: (u64, u64), against: &str) {
+    assert_eq!(
+        (report.outstanding_bytes, report.outstanding_allocations),
+        want,
+        "process {}: outstanding (bytes, blocks) differ from {against}:\n{}",
+        report.pid,
+        report.render()
     );
 }
 

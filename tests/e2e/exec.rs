@@ -19,6 +19,16 @@ fn run_through(wrapper: &[&str], program: &Path, args: &[&str]) -> Run {
 /// `sh -c 'exec "$0" "$@"'`: the shell execs its first argument.
 const SH_EXEC: [&str; 3] = ["sh", "-c", "exec \"$0\" \"$@\""];
 
+/// The totals of `direct`, the program traced without a wrapper.
+fn direct_totals(direct: &Report) -> (u64, u64) {
+    (direct.outstanding_bytes, direct.outstanding_allocations)
+}
+
+/// What `direct` is, for a failure message.
+fn direct_run(direct: &Report) -> String {
+    format!("a direct run of the program:\n{}", direct.render())
+}
+
 /// No frame of any stack lies in a wrapper's image or in the old images.
 fn assert_no_frames_of(report: &Report, modules: &[&str]) {
     for stack in &report.stacks {
@@ -88,13 +98,7 @@ fn exec_into_a_static_program() {
     let run = run_through(&SH_EXEC, &bin, &args);
     let report = run.final_report();
     assert_no_lost_events(&report);
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (direct.outstanding_bytes, direct.outstanding_allocations),
-        "through sh -c 'exec …' the totals differ from a direct run:\n{}\n--- direct ---\n{}",
-        report.render(),
-        direct.render()
-    );
+    assert_totals(&report, direct_totals(&direct), &direct_run(&direct));
     let site = |r: &Report| r.totals_where(|s| s.has_function("static_inner"));
     assert_eq!(
         site(&report),
@@ -136,13 +140,7 @@ fn exec_twice_into_a_static_musl_program() {
     let run = run_through(&wrapper, &bin, &[]);
     let report = run.final_report();
     assert_no_lost_events(&report);
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (direct.outstanding_bytes, direct.outstanding_allocations),
-        "through sh and env the totals differ from a direct run:\n{}\n--- direct ---\n{}",
-        report.render(),
-        direct.render()
-    );
+    assert_totals(&report, direct_totals(&direct), &direct_run(&direct));
     assert_no_frames_of(&report, &["dash", "bash", "sh", "env", "libc.so.6"]);
     assert_images_logged(&run, "env", &bin);
 }

@@ -71,12 +71,10 @@ fn follow_forks_reports_each_process_exactly() {
                 run.describe()
             )
         });
-        assert_eq!(
-            (report.outstanding_bytes, report.outstanding_allocations),
+        assert_totals(
+            report,
             (*bytes, *allocations),
-            "process {} (child of {parent}):\n{}",
-            report.pid,
-            report.render()
+            &format!("its EXPECT_PROC line (child of {parent})"),
         );
         let reported_parent = raw["parent"].as_u64().unwrap_or(0);
         assert_eq!(
@@ -123,12 +121,7 @@ fn without_follow_forks_children_are_counted_not_traced() {
     assert_no_lost_events(&report);
     let truth = expected(&run);
     let (_, bytes, allocations) = truth[&report.pid];
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (bytes, allocations),
-        "{}",
-        report.render()
-    );
+    assert_totals(&report, (bytes, allocations), "its EXPECT_PROC line");
     assert_eq!((bytes, allocations), (300, 3));
     let raw = raw_reports(&run);
     assert_eq!(raw[0]["children_not_followed"].as_u64(), Some(2));
@@ -180,12 +173,6 @@ fn follow_forks_of_a_running_process() {
         let (_, bytes, allocations) = truth
             .get(&r.pid)
             .unwrap_or_else(|| panic!("a report for unknown process {}", r.pid));
-        assert_eq!(
-            (r.outstanding_bytes, r.outstanding_allocations),
-            (*bytes, *allocations),
-            "process {}:\n{}",
-            r.pid,
-            r.render()
-        );
+        assert_totals(r, (*bytes, *allocations), "its EXPECT_PROC line");
     }
 }

@@ -618,13 +618,7 @@ fn as_nobody_with(caps: &str, args: &[&str]) -> Run {
 #[test]
 fn bpf_and_perfmon_suffice_with_multi_uprobe_links() {
     let run = as_nobody_with("+bpf,+perfmon", &["--attach", "multi", "--format", "json"]);
-    let report = run.final_report();
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (64, 4),
-        "{}",
-        run.describe()
-    );
+    assert_totals(&run.final_report(), (64, 4), &run.describe());
     let run = as_nobody_with("+perfmon", &["--attach", "multi"]);
     assert_clean_error(
         &run,
@@ -647,13 +641,7 @@ fn single_uprobes_need_sys_admin() {
         &["attaching uprobe to", "permission denied", "CAP_SYS_ADMIN"],
     );
     let run = as_nobody_with("+sys_admin", &["--attach", "single", "--format", "json"]);
-    let report = run.final_report();
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (64, 4),
-        "{}",
-        run.describe()
-    );
+    assert_totals(&run.final_report(), (64, 4), &run.describe());
 }
 
 // ---------------------------------------------------------------------------
@@ -688,12 +676,7 @@ fn pid_target_that_execs_is_followed() {
     assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
     let report = run.final_report();
     assert_no_lost_events(&report);
-    assert_eq!(
-        (report.outstanding_bytes, report.outstanding_allocations),
-        (64, 4),
-        "{}",
-        run.describe()
-    );
+    assert_totals(&report, (64, 4), &run.describe());
     assert_outstanding_matches_valgrind(&report, Path::new(&leaky), &[ITERATIONS]);
     assert!(
         run.stderr.contains(" executed ") && run.stderr.contains("exited with status 0"),
