@@ -563,8 +563,8 @@ fn debug_dirs() -> Vec<std::path::PathBuf> {
     dirs
 }
 
-/// CRC-32 (IEEE 802.3, as `.gnu_debuglink` uses).
-fn crc32(data: &[u8]) -> u32 {
+/// CRC-32 (IEEE 802.3, as `.gnu_debuglink` and zlib use).
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut t = [0u32; 256];

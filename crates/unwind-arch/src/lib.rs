@@ -54,6 +54,7 @@ mod elf;
 mod error;
 mod mips32;
 mod module;
+pub mod record;
 mod recording;
 mod regs;
 mod rule;

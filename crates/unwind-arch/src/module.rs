@@ -124,6 +124,11 @@ impl ModuleMap {
         &self.mappings
     }
 
+    /// The mappings unmapped since they were seen, the latest last.
+    pub fn retired(&self) -> &[Mapping] {
+        &self.retired
+    }
+
     /// Builds the map from the text of `/proc/PID/maps`, opening each file
     /// through `files`. Mappings of files that are not ELF are left out.
     pub fn from_proc_maps(text: &str, files: &mut ElfCache) -> ModuleMap {

@@ -35,6 +35,16 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order of their codes in recordings.
+    pub const ALL: [Method; 6] = [
+        Method::Regs,
+        Method::Entry,
+        Method::Cfi,
+        Method::Fp,
+        Method::Prologue,
+        Method::Scan,
+    ];
+
     /// Name used in reports: `regs`, `entry`, `cfi`, `fp`, `prologue`.
     pub fn name(self) -> &'static str {
         match self {
@@ -111,6 +121,32 @@ pub enum UnwindMode {
     CfiFp,
     /// Frame pointers only (as BCC and libbpf-tools).
     FramePointer,
+}
+
+impl UnwindMode {
+    /// Every mode, by the name `--unwind` takes.
+    pub const NAMES: [(&'static str, UnwindMode); 4] = [
+        ("auto", UnwindMode::Auto),
+        ("cfi", UnwindMode::Cfi),
+        ("cfi-fp", UnwindMode::CfiFp),
+        ("fp", UnwindMode::FramePointer),
+    ];
+
+    /// The mode named `name` (as `--unwind` takes it).
+    pub fn from_name(name: &str) -> Option<UnwindMode> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+    }
+
+    /// Its name, as `--unwind` takes it.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("auto", |(n, _)| n)
+    }
 }
 
 /// The rule a lookup found, before it is checked against the stack.
