@@ -28,6 +28,7 @@ mod load;
 mod mmap;
 mod musl;
 mod real_use;
+mod record;
 mod sampling;
 mod sstrip;
 mod static_link;

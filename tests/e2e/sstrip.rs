@@ -15,7 +15,7 @@ const COUNT: u64 = 4;
 /// libplugin.so and sstrip_main (linked with it, run path `$ORIGIN`),
 /// copied into a directory of their own and stripped of their section
 /// headers. Returns the program and the library.
-fn sstripped() -> (PathBuf, PathBuf) {
+pub fn sstripped() -> (PathBuf, PathBuf) {
     let plugin = fixtures::plugin();
     let scratch = scratch_dir();
     let main = compile(

@@ -18,6 +18,8 @@ USAGE:
     memleak [OPTIONS] -p PID [INTERVAL [COUNT]]
     memleak [OPTIONS] [INTERVAL [COUNT]] -- CMD [ARGS...]
     memleak [OPTIONS] -c 'CMD ARGS' [INTERVAL [COUNT]]
+    memleak record --output FILE [OPTIONS] (-p PID | -- CMD [ARGS...])
+    memleak report FILE [REPORT OPTIONS]
 
 With -p, memleak attaches to a running process, prints the top stacks with
 outstanding allocations every INTERVAL seconds (default 5) and a final
@@ -42,6 +44,14 @@ still runs, memleak kills it (SIGKILL) after the report and exits with 128 +
 the number of the signal memleak received (130 for Ctrl-C); after COUNT
 reports, a command still running is killed and memleak exits 0. Stopping
 and continuing memleak (Ctrl-Z, fg, strace) never ends the run.
+
+`memleak record` traces as above but writes each report into FILE, a
+recording (rewritten whole at each INTERVAL: a killed recorder leaves the
+last complete one), instead of printing it. It holds the stacks as the
+device unwound them, the build ID of every file they pass through, and
+the registers and stack bytes of the walks the device could not finish.
+`memleak report FILE` prints it on any machine, for any architecture,
+with the files and debug info found there (see REPORT OPTIONS).
 
 OPTIONS:
     -p, --pid PID            Trace the running process PID
@@ -105,6 +115,19 @@ OPTIONS:
     -h, --help               Print this help
     -V, --version            Print the version
 
+REPORT OPTIONS (memleak report FILE):
+        --sysroot DIR        Read the device's files under DIR (its root file
+                             system with debug info, e.g. Buildroot's staging
+                             or Yocto's rootfs-dbg); repeatable, tried in
+                             order; without it, the files at their own paths.
+                             A file whose build ID is not the recorded one is
+                             refused for its module, with a warning
+        --debug-dir DIR      Separate debug files (as above); repeatable
+        --format, --output, -T/--top, -o/--older, -a/--show-allocs, --mmap
+                             As for a live run (--older defaults to the
+                             recorded one)
+    -v, --verbose            More logging
+
 The books are kept in the kernel: outstanding blocks, and stacks walked with
 unwind rules that memleak caches the first time a call path allocates. Lost
 events (a full table or ring buffer, unpaired calls) and truncated stacks are
@@ -158,10 +181,28 @@ pub struct Options {
     /// Multi-uprobe links (`Forced(true)`), one link per probe (`Forced(false)`).
     pub attach_multi: Choice<bool>,
     pub verbose: u8,
+    /// `memleak record`: the recording to write instead of reports.
+    pub record: Option<PathBuf>,
+}
+
+/// `memleak report FILE`.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub file: PathBuf,
+    pub sysroots: Vec<PathBuf>,
+    pub debug_dirs: Vec<PathBuf>,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub top: usize,
+    pub older_ms: Option<u64>,
+    pub show_allocs: bool,
+    pub mmap: bool,
+    pub verbose: u8,
 }
 
 pub enum Parsed {
     Run(Box<Options>),
+    Report(Box<ReportOptions>),
     Help,
     Version,
 }
@@ -214,10 +255,79 @@ fn table_size(v: OsString, what: &str) -> Result<u32> {
     Ok(n)
 }
 
+fn format(v: OsString) -> Result<Format> {
+    Ok(match v.to_string_lossy().as_ref() {
+        "text" => Format::Text,
+        "json" => Format::Json,
+        other => bail!("invalid --format `{other}`: use text or json"),
+    })
+}
+
+fn directory(v: OsString, what: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from(v);
+    if !dir.is_dir() {
+        bail!("{what} {}: not a directory", dir.display());
+    }
+    Ok(dir)
+}
+
+fn output(v: OsString) -> Result<PathBuf> {
+    if v.is_empty() {
+        bail!("--output needs a file name (or `-` for stdout)");
+    }
+    Ok(PathBuf::from(v))
+}
+
+/// `memleak report FILE [REPORT OPTIONS]` (the arguments after `report`).
+fn parse_report(args: Vec<OsString>) -> Result<Parsed> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_iter(std::iter::once(OsString::from("report")).chain(args));
+    let mut file = None;
+    let mut o = ReportOptions {
+        file: PathBuf::new(),
+        sysroots: Vec::new(),
+        debug_dirs: Vec::new(),
+        format: Format::Text,
+        output: None,
+        top: 10,
+        older_ms: None,
+        show_allocs: false,
+        mmap: false,
+        verbose: 0,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("sysroot") => o.sysroots.push(directory(p.value()?, "--sysroot")?),
+            Long("debug-dir") => o.debug_dirs.push(directory(p.value()?, "--debug-dir")?),
+            Long("format") => o.format = format(p.value()?)?,
+            Long("output") => o.output = Some(output(p.value()?)?),
+            Short('T') | Long("top") => o.top = number(p.value()?, "--top")?,
+            Short('o') | Long("older") => o.older_ms = Some(number(p.value()?, "--older")?),
+            Short('a') | Long("show-allocs") => o.show_allocs = true,
+            Long("mmap") => o.mmap = true,
+            Short('v') | Long("verbose") => o.verbose = o.verbose.saturating_add(1),
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    o.file = file.ok_or_else(|| anyhow::anyhow!("memleak report needs the recording's file"))?;
+    Ok(Parsed::Report(Box::new(o)))
+}
+
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     use lexopt::prelude::*;
     // Everything after the first `--` is the command, options included.
     let mut args: Vec<OsString> = args.into_iter().collect();
+    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
+    let recording = match sub.as_deref() {
+        Some("report") => return parse_report(args.split_off(2)),
+        Some("record") => {
+            args.remove(1);
+            true
+        }
+        _ => false,
+    };
     let after_dashes = args.iter().position(|a| a == "--").map(|i| {
         let rest = args.split_off(i);
         rest[1..].to_vec()
@@ -268,6 +378,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Err(_) => Choice::Auto,
         },
         verbose: 0,
+        record: None,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -301,32 +412,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             Short('a') | Long("show-allocs") => o.show_allocs = true,
             Short('t') | Long("trace") => o.trace = true,
             Short('f') | Long("follow-forks") => o.follow_forks = true,
-            Long("debug-dir") => {
-                let dir = PathBuf::from(p.value()?);
-                if !dir.is_dir() {
-                    bail!("--debug-dir {}: not a directory", dir.display());
-                }
-                o.debug_dirs.push(dir);
-            }
+            Long("debug-dir") => o.debug_dirs.push(directory(p.value()?, "--debug-dir")?),
             Short('O') | Long("obj") => o.obj = Some(PathBuf::from(p.value()?)),
             Short('S') | Long("symbol-prefix") => {
                 o.symbol_prefix = p.value()?.to_string_lossy().into_owned()
             }
             Long("mmap") => o.mmap = true,
-            Long("format") => {
-                o.format = match p.value()?.to_string_lossy().as_ref() {
-                    "text" => Format::Text,
-                    "json" => Format::Json,
-                    other => bail!("invalid --format `{other}`: use text or json"),
-                }
-            }
-            Long("output") => {
-                let v = p.value()?;
-                if v.is_empty() {
-                    bail!("--output needs a file name (or `-` for stdout)");
-                }
-                o.output = Some(PathBuf::from(v));
-            }
+            Long("format") => o.format = format(p.value()?)?,
+            Long("output") => o.output = Some(output(p.value()?)?),
             Long("stack-bytes") => {
                 let n: u32 = number(p.value()?, "--stack-bytes")?;
                 if !(64..=memleak_bpf::MAX_STACK_BYTES).contains(&n) {
@@ -344,13 +437,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
                 }
             }
             Long("unwind") => {
-                o.unwind = match p.value()?.to_string_lossy().as_ref() {
-                    "auto" => UnwindMode::Auto,
-                    "cfi" => UnwindMode::Cfi,
-                    "cfi-fp" => UnwindMode::CfiFp,
-                    "fp" => UnwindMode::FramePointer,
-                    other => bail!("invalid --unwind `{other}`: use auto, cfi, cfi-fp or fp"),
-                }
+                let v = p.value()?.to_string_lossy().into_owned();
+                o.unwind = UnwindMode::from_name(&v).ok_or_else(|| {
+                    anyhow::anyhow!("invalid --unwind `{v}`: use auto, cfi, cfi-fp or fp")
+                })?;
             }
             Long("ringbuf-mb") => {
                 o.ringbuf_mb = number(p.value()?, "--ringbuf-mb")?;
@@ -414,6 +504,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),
     };
+    if recording {
+        match o.output.take() {
+            Some(f) if f != std::path::Path::new("-") => o.record = Some(f),
+            _ => bail!("memleak record needs --output FILE (a file: the recording)"),
+        }
+    }
     Ok(Parsed::Run(Box::new(o)))
 }
 
@@ -446,5 +542,39 @@ mod tests {
         assert_eq!(o.output, Some(PathBuf::from("r.json")));
         assert_eq!(o.older_ms, 5);
         assert!(parse_args(&["--output", "", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn record_and_report_subcommands() {
+        let o = parse_args(&["record", "--output", "r.mlr", "-p", "7"]).unwrap();
+        assert_eq!(o.record, Some(PathBuf::from("r.mlr")));
+        assert_eq!(o.output, None);
+        let err = |args: &[&str]| format!("{:#}", parse_args(args).unwrap_err());
+        assert!(err(&["record", "-p", "7"]).contains("needs --output FILE"));
+        assert!(err(&["record", "--output", "-", "-p", "7"]).contains("needs --output FILE"));
+        let argv = [
+            "memleak",
+            "report",
+            "r.mlr",
+            "--sysroot",
+            "/",
+            "-T",
+            "3",
+            "--format",
+            "json",
+        ];
+        let Ok(Parsed::Report(r)) = parse(argv.map(OsString::from)) else {
+            panic!("not a report");
+        };
+        assert_eq!(r.file, PathBuf::from("r.mlr"));
+        assert_eq!(r.sysroots, [PathBuf::from("/")]);
+        assert_eq!((r.top, r.format), (3, Format::Json));
+        let argv = ["memleak", "report", "a", "b"];
+        assert!(parse(argv.map(OsString::from)).is_err());
+        let argv = ["memleak", "report"];
+        assert!(parse(argv.map(OsString::from)).is_err());
+        // A program named `report` is traced with `--`.
+        let o = parse_args(&["--", "report"]).unwrap();
+        assert!(matches!(o.target, Target::Command(_)));
     }
 }

@@ -20,6 +20,8 @@ mod probes;
 mod process;
 mod procfs;
 mod procs;
+mod recording;
+mod replay;
 mod report;
 mod rules;
 mod tracker;
@@ -257,6 +259,15 @@ fn run(opts: Options) -> Result<u8> {
         multi: features.choose_multi(opts.attach_multi)?,
     };
     let big_endian = exe_elf.endian() == gimli::RunTimeEndian::Big;
+    let mut recorder = match &opts.record {
+        Some(path) => Some(recording::Recorder::create(
+            path,
+            &opts,
+            exe_elf.machine(),
+            big_endian,
+        )?),
+        None => None,
+    };
     let obj = probes::load(&opts, &params)?;
     let books = Books::new(&obj)?;
     let events = obj
@@ -290,6 +301,7 @@ fn run(opts: Options) -> Result<u8> {
         log::debug!("could not raise the main thread's priority");
     }
     let mut tracker = Tracker::new(pid, unwinder, big_endian, opts.trace);
+    tracker.keep_copies = recorder.is_some();
     tracker.refresh_modules();
     watch_linker(&mut probes, &books, &mut tracker, pid, &exe);
     let mut procs = Procs::new(pid, exe.clone(), tracker);
@@ -346,24 +358,49 @@ fn run(opts: Options) -> Result<u8> {
             p.tracker.snapshot(&books, opts.mmap)?;
             let losses = report::losses(&p.tracker, &counters, probes.prog_misses(), source.lost());
             lost = lost.max(losses.lost_events);
-            let exe = procfs::shown(&p.exe.to_string_lossy());
-            let header = report::Header {
+            let unfollowed = (!opts.follow_forks && p.parent.is_none()).then_some(unfollowed);
+            if let Some(r) = recorder.as_mut() {
+                r.add(p, &losses, is_final, unfollowed);
+                continue;
+            }
+            let (heap, mmap) = p.tracker.groups(report::Shown {
+                older_ns: opts.older_ms.saturating_mul(1_000_000),
+                top: opts.top,
+                allocs: opts.show_allocs,
+            });
+            let snap = report::Snapshot {
+                is_final,
                 pid: p.pid,
-                exe: &exe,
+                exe: procfs::shown(&p.exe.to_string_lossy()),
                 parent: p.parent,
-                exit: p.exit,
+                exit: p.exit.map(|e| e.to_string()),
                 section: many,
-                unfollowed: (!opts.follow_forks && p.parent.is_none()).then_some(unfollowed),
+                unfollowed,
                 ns_pid: p.ns_pid,
+                arch: p.tracker.arch_name().to_string(),
+                time: report::wall_clock(report::unix_ms()),
+                losses,
+                heap,
+                mmap,
+                show_mmap: opts.mmap,
+                show_allocs: opts.show_allocs,
             };
-            text.push_str(&report::render(
-                &p.tracker, &opts, &losses, is_final, &header,
-            ));
+            text.push_str(&report::render(&snap, opts.format));
         }
         if lost > 0 {
             warn!("{lost} events lost: the report may be incomplete");
         }
-        output.write(&text)
+        match recorder.as_mut() {
+            Some(r) => {
+                if is_final {
+                    eprintln!("{}", r.finish()?);
+                } else {
+                    r.write()?;
+                }
+                Ok(Written::Done)
+            }
+            None => output.write(&text),
+        }
     };
     let end = loop {
         pump(
@@ -569,6 +606,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Parsed::Run(o) => *o,
+        Parsed::Report(o) => {
+            init_logging(o.verbose);
+            return match replay::run(&o) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", error_line(&e));
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     init_logging(opts.verbose);
     match run(opts) {

@@ -82,7 +82,7 @@ impl Output {
         };
         // Created empty the way every report will be written: a directory
         // where the temporary file cannot be made fails now, not later.
-        replace(&real, b"").map_err(err)?;
+        replace(&real, b"", false).map_err(err)?;
         Ok(Output::Replace {
             path: real,
             written: Vec::new(),
@@ -111,7 +111,7 @@ impl Output {
                 .with_context(|| format!("writing the report to {}", path.display())),
             Output::Replace { path, written } => {
                 written.extend_from_slice(text.as_bytes());
-                replace(path, written)
+                replace(path, written, false)
                     .with_context(|| format!("writing the report to {}", path.display()))?;
                 Ok(Written::Done)
             }
@@ -120,14 +120,18 @@ impl Output {
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
-/// `path` (atomic within a file system).
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// `path` (atomic within a file system); with `sync`, the data reaches the
+/// disk before the rename (a power cut leaves the old file or the new).
+pub fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".memleak-{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

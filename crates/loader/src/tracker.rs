@@ -13,44 +13,40 @@ use log::{debug, warn};
 use memleak_bpf::{abi, stack_id, AllocInfo, Event, KStack, RuleKey, StackRecord, MISS_ID_BIT};
 use memleak_unwind_arch::{
     AnyUnwinder, ElfCache, ElfFile, EntrySnapshot, Frame, Mapping, Method, ModuleMap, RuleLookup,
-    StackEnd, SymbolizedFrame,
+    StackEnd,
 };
 
 use crate::books::{Books, Category};
+use crate::report::{self, BlockRef, Group, Place, ReportFrame, Shown, Symbolizer};
 use crate::rules;
 
 /// Bytes of miss records held back waiting for the linker's word.
 const MAX_DEFERRED_BYTES: usize = 4 << 20;
 
-/// Symbolized frames by (file id, address in the file).
-type SymbolCache = HashMap<(usize, u64), Rc<Vec<SymbolizedFrame>>>;
-
-/// A frame of a report, symbolized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportFrame {
-    pub address: u64,
-    pub function: Option<String>,
-    pub offset: Option<u64>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub module: Option<String>,
-    pub method: &'static str,
-    pub inlined: bool,
-    /// The address as stated in the module's file (for a frame no symbol
-    /// names: `module+0x...`, what addr2line on the host takes).
-    pub module_address: Option<u64>,
-}
-
 /// A unique stack.
 pub struct StackInfo {
     pub id: u64,
-    frames: Vec<Frame>,
-    /// Each frame's file and address in it, when it was in a known module.
-    located: Vec<Option<(Rc<ElfFile>, u64)>>,
+    pub frames: Vec<Frame>,
+    /// Each frame's file and the address looked up in it (for a return
+    /// address, that of the call), when it was in a known module.
+    pub located: Vec<Option<(Rc<ElfFile>, u64)>>,
     symbolized: OnceCell<Vec<ReportFrame>>,
     /// Why the walk ended (`outermost`, `truncated`, ...).
     pub end: &'static str,
+    /// The registers and stack copy of a walk that stopped before the
+    /// outermost frame (kept for recordings: a host may finish it).
+    pub copy: Option<Rc<StackCopy>>,
 }
+
+/// Registers and stack bytes at an allocator's entry.
+pub struct StackCopy {
+    pub regs: [u64; 4],
+    pub bytes: Vec<u8>,
+    pub reached_end: bool,
+}
+
+/// Stack bytes kept for unfinished walks, in all.
+const MAX_COPY_BYTES: usize = 4 << 20;
 
 /// An outstanding block, as a report sees it.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +84,9 @@ pub struct UserCounts {
     /// In the last snapshot: blocks whose stack has frames found by
     /// scanning the stack (`<scan>`, the last resort).
     pub scanned_stacks: u64,
+    /// Copies of unfinished walks not kept for a recording (over
+    /// [`MAX_COPY_BYTES`]).
+    pub copies_dropped: u64,
 }
 
 pub struct Tracker {
@@ -105,7 +104,10 @@ pub struct Tracker {
     /// Miss id -> stack index, and the snapshot generation it was seen in.
     misses: HashMap<u64, (u32, u64)>,
     generation: u64,
-    sym_cache: RefCell<SymbolCache>,
+    symbolizer: RefCell<Symbolizer>,
+    /// Keep the copies of walks that stopped early (`memleak record`).
+    pub keep_copies: bool,
+    copy_bytes: usize,
     frames: Vec<Frame>,
     rule_log: Vec<RuleLookup>,
     /// Rules already in the kernel's cache: (lookup address, encoded rule).
@@ -133,7 +135,7 @@ fn end_name_of_kernel(end: u32) -> &'static str {
     }
 }
 
-fn end_name(end: StackEnd) -> &'static str {
+pub fn end_name(end: StackEnd) -> &'static str {
     match end {
         StackEnd::Outermost => "outermost",
         StackEnd::Truncated => "truncated",
@@ -144,7 +146,7 @@ fn end_name(end: StackEnd) -> &'static str {
 }
 
 /// True for ends the user can fix with a larger copy or a deeper limit.
-fn is_truncated(end: &str) -> bool {
+pub fn is_truncated(end: &str) -> bool {
     matches!(end, "truncated" | "max_depth" | "stack_copy_lost")
 }
 
@@ -164,7 +166,9 @@ impl Tracker {
             by_id: HashMap::new(),
             misses: HashMap::new(),
             generation: 0,
-            sym_cache: RefCell::new(HashMap::new()),
+            symbolizer: RefCell::new(Symbolizer::default()),
+            keep_copies: false,
+            copy_bytes: 0,
             frames: Vec::new(),
             rule_log: Vec::new(),
             cached: HashMap::new(),
@@ -245,6 +249,7 @@ impl Tracker {
     /// addresses). `unwinder` is a fresh one for the same machine.
     pub fn fork(&self, pid: i32, unwinder: AnyUnwinder, books: &Books) -> Tracker {
         let mut t = Tracker::new(pid, unwinder, self.big_endian, self.trace);
+        t.keep_copies = self.keep_copies;
         t.files = self.files.clone();
         t.modules = self.modules.clone();
         for (pc, rule) in &self.cached {
@@ -440,6 +445,7 @@ impl Tracker {
             }
         }
         let index = self.intern(end_name(end));
+        self.keep_copy(index, end, rec);
         self.misses.insert(rec.stack_id, (index, self.generation));
         // Where the kernel stopped: a rule it lacks even if we gave it one
         // before (the cache is LRU and may have evicted it).
@@ -524,6 +530,30 @@ impl Tracker {
         self.add_stack(id, frames, end)
     }
 
+    /// With `keep_copies`: keeps the copy a walk that stopped early came
+    /// from (the first one of its stack; up to [`MAX_COPY_BYTES`] in all).
+    fn keep_copy(&mut self, index: u32, end: StackEnd, rec: &StackRecord<'_>) {
+        let stopped = matches!(end, StackEnd::NoUnwindInfo | StackEnd::Error(_))
+            || self.stacks[index as usize]
+                .frames
+                .iter()
+                .any(|f| f.method == Method::Scan);
+        let s = &mut self.stacks[index as usize];
+        if !self.keep_copies || !stopped || s.copy.is_some() {
+            return;
+        }
+        if self.copy_bytes.saturating_add(rec.stack.len()) > MAX_COPY_BYTES {
+            self.counts.copies_dropped += 1;
+            return;
+        }
+        self.copy_bytes += rec.stack.len();
+        s.copy = Some(Rc::new(StackCopy {
+            regs: rec.regs,
+            bytes: rec.stack.to_vec(),
+            reached_end: rec.reached_stack_end,
+        }));
+    }
+
     fn add_stack(&mut self, id: u64, frames: Vec<Frame>, end: &'static str) -> u32 {
         // Keep each frame's file now (it may be unmapped or the process gone
         // by report time); symbolize only when a report shows the stack.
@@ -545,6 +575,7 @@ impl Tracker {
             located,
             symbolized: OnceCell::new(),
             end,
+            copy: None,
         });
         self.by_id.insert(id, index);
         index
@@ -650,50 +681,44 @@ impl Tracker {
     pub fn symbolized(&self, index: u32) -> &[ReportFrame] {
         let s = &self.stacks[index as usize];
         s.symbolized.get_or_init(|| {
-            let mut cache = self.sym_cache.borrow_mut();
+            let mut sym = self.symbolizer.borrow_mut();
             let mut out = Vec::new();
             for (i, (f, loc)) in s.frames.iter().zip(&s.located).enumerate() {
-                let back = u64::from(i > 0);
-                let unknown = |module: Option<String>, module_address| ReportFrame {
-                    address: f.address,
-                    function: None,
-                    offset: None,
-                    file: None,
-                    line: None,
-                    module,
-                    method: f.method.name(),
-                    inlined: false,
-                    module_address,
+                let place = match loc {
+                    Some((elf, svma)) => Place::File { elf, svma: *svma },
+                    None => Place::Nowhere,
                 };
-                let Some((elf, svma)) = loc else {
-                    out.push(unknown(None, None));
-                    continue;
-                };
-                let module_address = Some(svma + back);
-                let syms = cache
-                    .entry((elf.id(), *svma))
-                    .or_insert_with(|| Rc::new(elf.symbolize(*svma)))
-                    .clone();
-                let module = crate::procfs::shown(elf.path());
-                if syms.is_empty() {
-                    out.push(unknown(Some(module.clone()), module_address));
-                }
-                for sym in syms.iter() {
-                    out.push(ReportFrame {
-                        address: f.address,
-                        function: sym.function.clone(),
-                        offset: sym.offset.map(|o| o + back),
-                        file: sym.file.clone(),
-                        line: sym.line,
-                        module: Some(module.clone()),
-                        method: f.method.name(),
-                        inlined: sym.inlined,
-                        module_address,
-                    });
-                }
+                sym.frame(&mut out, f, i, place);
             }
             out
         })
+    }
+
+    /// The outstanding heap blocks and mmap regions (of the last
+    /// snapshot), grouped by stack; those shown are symbolized.
+    pub fn groups(&self, shown: Shown) -> (Group, Group) {
+        let now = report::monotonic_ns();
+        let group = |list: &[(u64, Alloc)], category| {
+            let blocks = list.iter().map(|(address, a)| BlockRef {
+                address: *address,
+                size: a.size,
+                stack: a.stack,
+                age_ns: now.saturating_sub(a.ts_ns),
+            });
+            Group::of(
+                blocks,
+                category,
+                shown,
+                |i| self.stacks[i as usize].id,
+                |i| {
+                    (
+                        self.stacks[i as usize].end.to_string(),
+                        self.symbolized(i).to_vec(),
+                    )
+                },
+            )
+        };
+        (group(&self.outstanding, "heap"), group(&self.mmaps, "mmap"))
     }
 
     pub fn cache_stats(&self) -> memleak_unwind_arch::CacheStats {

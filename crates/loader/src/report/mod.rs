@@ -1,65 +1,204 @@
-//! Reports: outstanding allocations grouped by stack, largest first, as text
-//! or one JSON object per report.
+//! Reports: one model of a report ([`Snapshot`]: outstanding blocks grouped
+//! by stack, largest first, symbolized, with every counter), built from a
+//! live run's books or from a recording, and one writer per format
+//! ([`text`], [`json`]).
+
+pub mod json;
+pub mod text;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::path::Path;
+use std::rc::Rc;
 
 use memleak_bpf::Counter;
+use memleak_unwind_arch::{ElfFile, Frame, SymbolizedFrame};
 
-use crate::cli::{Format, Options};
-use crate::process::ChildExit;
-use crate::tracker::{Alloc, ReportFrame, Tracker};
+use crate::cli::Format;
+use crate::tracker::Tracker;
 
-pub struct StackReport<'a> {
+/// A frame of a report, symbolized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFrame {
+    pub address: u64,
+    pub function: Option<String>,
+    pub offset: Option<u64>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    pub method: &'static str,
+    pub inlined: bool,
+    /// The address as stated in the module's file (for a frame no symbol
+    /// names: `module+0x...`, what addr2line on the host takes).
+    pub module_address: Option<u64>,
+}
+
+/// The outstanding blocks of one stack.
+pub struct StackEntry {
     pub id: u64,
     pub category: &'static str,
     pub bytes: u64,
     pub allocations: u64,
     pub oldest_ns: u64,
-    /// Index of the stack in the tracker (symbolized only when shown).
-    pub index: u32,
-    pub tracker: &'a Tracker,
-    pub end: &'static str,
-    pub allocs: Vec<(u64, u64, u64)>, // address, size, age ns
+    /// Why the walk ended (`outermost`, `truncated`, ...).
+    pub end: String,
+    pub frames: Vec<ReportFrame>,
+    /// address, size, age in ns (with `--show-allocs`).
+    pub allocs: Vec<(u64, u64, u64)>,
 }
 
-impl StackReport<'_> {
-    fn frames(&self) -> &[ReportFrame] {
-        self.tracker.symbolized(self.index)
-    }
+/// Blocks of one category (heap or mmap): totals, and the top stacks.
+#[derive(Default)]
+pub struct Group {
+    pub bytes: u64,
+    pub allocations: u64,
+    /// The largest stacks, largest first (at most `--top`).
+    pub stacks: Vec<StackEntry>,
 }
 
 /// Every loss counter, by name, and their sum.
 pub struct Losses {
-    pub named: Vec<(&'static str, u64)>,
+    pub named: Vec<(String, u64)>,
     pub lost_events: u64,
     pub truncated_stacks: u64,
 }
 
+/// One report of one process.
+pub struct Snapshot {
+    pub is_final: bool,
+    pub pid: i32,
+    /// Its program, as the process names it.
+    pub exe: String,
+    /// The traced process that forked it.
+    pub parent: Option<i32>,
+    /// How it ended, if it did.
+    pub exit: Option<String>,
+    /// One section among several (`-f`): the text names the process.
+    pub section: bool,
+    /// Children it forked that memleak did not follow (without `-f`).
+    pub unfollowed: Option<u64>,
+    /// Its PID in its own PID namespace (a container), if it has one.
+    pub ns_pid: Option<i32>,
+    pub arch: String,
+    /// Wall-clock time of the report, `HH:MM:SS` local time.
+    pub time: String,
+    pub losses: Losses,
+    pub heap: Group,
+    pub mmap: Group,
+    /// mmap regions were tracked (`--mmap`).
+    pub show_mmap: bool,
+    /// Blocks are listed (`--show-allocs`).
+    pub show_allocs: bool,
+}
+
+/// Renders one report.
+pub fn render(s: &Snapshot, format: Format) -> String {
+    match format {
+        Format::Text => text::render(s),
+        Format::Json => json::render(s),
+    }
+}
+
+/// An outstanding block, as a report groups it.
+pub struct BlockRef {
+    pub address: u64,
+    pub size: u64,
+    /// Index of its stack (in the tracker, or in the recording).
+    pub stack: u32,
+    pub age_ns: u64,
+}
+
+/// What a report shows of the blocks.
+#[derive(Clone, Copy)]
+pub struct Shown {
+    /// Only blocks at least this old (`--older`).
+    pub older_ns: u64,
+    /// Stacks shown (`--top`).
+    pub top: usize,
+    /// List each block (`--show-allocs`).
+    pub allocs: bool,
+}
+
+impl Group {
+    /// Groups `blocks` by stack: `id` names a stack (for the order of equal
+    /// ones), `describe` gives its end and frames (only for those shown).
+    pub fn of(
+        blocks: impl Iterator<Item = BlockRef>,
+        category: &'static str,
+        shown: Shown,
+        id: impl Fn(u32) -> u64,
+        mut describe: impl FnMut(u32) -> (String, Vec<ReportFrame>),
+    ) -> Group {
+        let mut by_stack: HashMap<u32, StackEntry> = HashMap::new();
+        for b in blocks {
+            if b.age_ns < shown.older_ns {
+                continue;
+            }
+            let r = by_stack.entry(b.stack).or_insert_with(|| StackEntry {
+                id: id(b.stack),
+                category,
+                bytes: 0,
+                allocations: 0,
+                oldest_ns: 0,
+                end: String::new(),
+                frames: Vec::new(),
+                allocs: Vec::new(),
+            });
+            r.bytes += b.size;
+            r.allocations += 1;
+            r.oldest_ns = r.oldest_ns.max(b.age_ns);
+            if shown.allocs {
+                r.allocs.push((b.address, b.size, b.age_ns));
+            }
+        }
+        let mut v: Vec<(u32, StackEntry)> = by_stack.into_iter().collect();
+        v.sort_by(|(_, a), (_, b)| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then(b.allocations.cmp(&a.allocations))
+                .then(a.id.cmp(&b.id))
+        });
+        let mut g = Group {
+            bytes: v.iter().map(|(_, s)| s.bytes).sum(),
+            allocations: v.iter().map(|(_, s)| s.allocations).sum(),
+            stacks: Vec::new(),
+        };
+        for (index, mut s) in v.into_iter().take(shown.top) {
+            (s.end, s.frames) = describe(index);
+            s.allocs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            g.stacks.push(s);
+        }
+        g
+    }
+}
+
+/// Every counter of a live run, by name (the BPF side's, then user
+/// space's), and the sums a report prints.
 pub fn losses(tracker: &Tracker, bpf: &[u64], prog_misses: u64, buffer_lost: u64) -> Losses {
     let mut named = Vec::new();
     let mut lost = 0;
     for c in Counter::ALL {
         let v = bpf[c as usize];
-        named.push((c.name(), v));
+        named.push((c.name().to_string(), v));
         if c.is_loss() {
             lost += v;
         }
     }
     let u = tracker.counts;
-    named.push(("bpf_prog_misses", prog_misses));
-    named.push(("perf_buffer_lost", buffer_lost));
-    named.push(("bad_records", u.bad_records));
-    named.push(("unresolved_stacks", u.unresolved));
-    named.push(("truncated_stacks", u.truncated_stacks));
-    named.push(("unwind_stopped", u.unwind_stopped));
-    named.push(("scanned_stacks", u.scanned_stacks));
-    named.push(("misses_resolved", u.misses_resolved));
-    named.push(("rules_cached", u.rules_cached));
-    named.push(("rule_cache_failures", u.rule_failures));
-    named.push(("unwind_verified", u.verified));
-    named.push(("unwind_disagreements", u.disagreements));
+    let user = [
+        ("bpf_prog_misses", prog_misses),
+        ("perf_buffer_lost", buffer_lost),
+        ("bad_records", u.bad_records),
+        ("unresolved_stacks", u.unresolved),
+        ("truncated_stacks", u.truncated_stacks),
+        ("unwind_stopped", u.unwind_stopped),
+        ("scanned_stacks", u.scanned_stacks),
+        ("misses_resolved", u.misses_resolved),
+        ("rules_cached", u.rules_cached),
+        ("rule_cache_failures", u.rule_failures),
+        ("unwind_verified", u.verified),
+        ("unwind_disagreements", u.disagreements),
+        ("unfinished_copies_dropped", u.copies_dropped),
+    ];
+    named.extend(user.iter().map(|(n, v)| (n.to_string(), *v)));
     lost += prog_misses + buffer_lost + u.bad_records + u.unresolved;
     Losses {
         named,
@@ -78,358 +217,213 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn wall_clock() -> String {
-    // SAFETY: time/localtime_r write only into the structs passed.
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `HH:MM:SS` in local time of an instant in ms since the epoch.
+pub fn wall_clock(unix_ms: u64) -> String {
+    // SAFETY: localtime_r writes only into the struct passed.
     unsafe {
-        let t = libc::time(std::ptr::null_mut());
+        let t = (unix_ms / 1000) as libc::time_t;
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&t, &mut tm);
         format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
     }
 }
 
-fn group<'a>(
-    tracker: &'a Tracker,
-    allocs: impl Iterator<Item = (u64, &'a Alloc)>,
-    category: &'static str,
-    now: u64,
-    older_ns: u64,
-    list_allocs: bool,
-) -> Vec<StackReport<'a>> {
-    let mut by_stack: HashMap<u32, StackReport<'a>> = HashMap::new();
-    for (addr, a) in allocs {
-        let age = now.saturating_sub(a.ts_ns);
-        if age < older_ns {
-            continue;
-        }
-        let s = &tracker.stacks[a.stack as usize];
-        let r = by_stack.entry(a.stack).or_insert_with(|| StackReport {
-            id: s.id,
-            category,
-            bytes: 0,
-            allocations: 0,
-            oldest_ns: 0,
-            index: a.stack,
-            tracker,
-            end: s.end,
-            allocs: Vec::new(),
-        });
-        r.bytes += a.size;
-        r.allocations += 1;
-        r.oldest_ns = r.oldest_ns.max(age);
-        if list_allocs {
-            r.allocs.push((addr, a.size, age));
-        }
-    }
-    let mut v: Vec<StackReport<'a>> = by_stack.into_values().collect();
-    v.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then(b.allocations.cmp(&a.allocations))
-            .then(a.id.cmp(&b.id))
-    });
-    for r in &mut v {
-        r.allocs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-    }
-    v
+/// Symbolized lines by (file id, address in the file).
+#[derive(Default)]
+pub struct Symbolizer {
+    cache: HashMap<(usize, u64), Rc<Vec<SymbolizedFrame>>>,
 }
 
-fn basename(p: &str) -> &str {
-    Path::new(p)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(p)
+/// Where a frame is: its file and the address looked up in it, or only
+/// the name of its module and what the device's symbols said.
+pub enum Place<'a> {
+    /// Not in any known module.
+    Nowhere,
+    /// In a file at hand.
+    File { elf: &'a ElfFile, svma: u64 },
+    /// In a module whose file is not at hand (a recording reported
+    /// without its sysroot): its name and the device's symbol.
+    Named {
+        module: &'a str,
+        svma: Option<u64>,
+        symbol: Option<(&'a str, u64)>,
+    },
 }
 
-fn json_str(out: &mut String, s: Option<&str>) {
-    let Some(s) = s else {
-        out.push_str("null");
-        return;
-    };
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+impl Symbolizer {
+    /// Appends the lines of frame `index` of a stack (more than one where
+    /// functions were inlined into it) to `out`.
+    pub fn frame(&mut self, out: &mut Vec<ReportFrame>, f: &Frame, index: usize, place: Place<'_>) {
+        // Return addresses point after the call: the call was looked up.
+        let back = u64::from(index > 0);
+        let blank = |module: Option<String>, module_address: Option<u64>| ReportFrame {
+            address: f.address,
+            function: None,
+            offset: None,
+            file: None,
+            line: None,
+            module,
+            method: f.method.name(),
+            inlined: false,
+            module_address,
+        };
+        match place {
+            Place::Nowhere => out.push(blank(None, None)),
+            Place::Named {
+                module,
+                svma,
+                symbol,
+            } => {
+                let mut r = blank(Some(module.to_string()), svma.map(|a| a + back));
+                if let Some((name, off)) = symbol {
+                    r.function = Some(memleak_unwind_arch::demangle(name));
+                    r.offset = Some(off + back);
+                }
+                out.push(r);
             }
-            c => out.push(c),
+            Place::File { elf, svma } => {
+                let syms = self
+                    .cache
+                    .entry((elf.id(), svma))
+                    .or_insert_with(|| Rc::new(elf.symbolize(svma)))
+                    .clone();
+                let module = crate::procfs::shown(elf.path());
+                if syms.is_empty() {
+                    out.push(blank(Some(module), Some(svma + back)));
+                    return;
+                }
+                for sym in syms.iter() {
+                    out.push(ReportFrame {
+                        address: f.address,
+                        function: sym.function.clone(),
+                        offset: sym.offset.map(|o| o + back),
+                        file: sym.file.clone(),
+                        line: sym.line,
+                        module: Some(module.clone()),
+                        method: f.method.name(),
+                        inlined: sym.inlined,
+                        module_address: Some(svma + back),
+                    });
+                }
+            }
         }
-    }
-    out.push('"');
-}
-
-fn json_opt_num(out: &mut String, v: Option<u64>) {
-    match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
-        None => out.push_str("null"),
     }
 }
 
-/// Renders one report.
-/// Which process a report is about.
-pub struct Header<'a> {
-    pub pid: i32,
-    /// Its program, as the process names it.
-    pub exe: &'a str,
-    /// The traced process that forked it.
-    pub parent: Option<i32>,
-    /// How it ended, if it did.
-    pub exit: Option<ChildExit>,
-    /// One section among several (`-f`): the text names the process.
-    pub section: bool,
-    /// Children it forked that memleak did not follow (without `-f`).
-    pub unfollowed: Option<u64>,
-    /// Its PID in its own PID namespace (a container), if it has one.
-    pub ns_pid: Option<i32>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn render(
-    tracker: &Tracker,
-    opts: &Options,
-    losses: &Losses,
-    is_final: bool,
-    header: &Header<'_>,
-) -> String {
-    let pid = header.pid;
-    let now = monotonic_ns();
-    let older_ns = opts.older_ms.saturating_mul(1_000_000);
-    let heap = group(
-        tracker,
-        tracker.outstanding.iter().map(|(a, r)| (*a, r)),
-        "heap",
-        now,
-        older_ns,
-        opts.show_allocs,
-    );
-    let mmap = group(
-        tracker,
-        tracker.mmaps.iter().map(|(a, r)| (*a, r)),
-        "mmap",
-        now,
-        older_ns,
-        opts.show_allocs,
-    );
-    let total_bytes: u64 = heap.iter().map(|s| s.bytes).sum();
-    let total_allocs: u64 = heap.iter().map(|s| s.allocations).sum();
-    let mmap_bytes: u64 = mmap.iter().map(|s| s.bytes).sum();
-    let mmap_regions: u64 = mmap.iter().map(|s| s.allocations).sum();
-    let mut out = String::new();
-    match opts.format {
-        Format::Json => {
-            let _ = write!(
-                out,
-                "{{\"final\":{is_final},\"pid\":{pid},\"time\":\"{}\",\"arch\":\"{}\",\"outstanding_bytes\":{total_bytes},\"outstanding_allocations\":{total_allocs},\"mmap_bytes\":{mmap_bytes},\"mmap_regions\":{mmap_regions},\"lost_events\":{},\"truncated_stacks\":{},\"losses\":{{",
-                wall_clock(),
-                tracker.arch_name(),
-                losses.lost_events,
-                losses.truncated_stacks
-            );
-            for (i, (name, v)) in losses.named.iter().enumerate() {
-                let _ = write!(out, "{}\"{name}\":{v}", if i > 0 { "," } else { "" });
-            }
-            out.push_str("},\"exe\":");
-            json_str(&mut out, Some(header.exe));
-            out.push_str(",\"ns_pid\":");
-            json_opt_num(&mut out, header.ns_pid.map(|p| p as u64));
-            out.push_str(",\"parent\":");
-            json_opt_num(&mut out, header.parent.map(|p| p as u64));
-            out.push_str(",\"exit\":");
-            json_str(&mut out, header.exit.map(|e| e.to_string()).as_deref());
-            if let Some(n) = header.unfollowed {
-                let _ = write!(out, ",\"children_not_followed\":{n}");
-            }
-            out.push_str(",\"stacks\":[");
-            let shown = heap.iter().take(opts.top).chain(mmap.iter().take(opts.top));
-            for (i, s) in shown.enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let _ = write!(
-                    out,
-                    "{{\"stack_id\":\"{:#x}\",\"category\":\"{}\",\"bytes\":{},\"allocations\":{},\"oldest_ms\":{},\"end\":\"{}\",\"frames\":[",
-                    s.id,
-                    s.category,
-                    s.bytes,
-                    s.allocations,
-                    s.oldest_ns / 1_000_000,
-                    s.end
-                );
-                for (j, f) in s.frames().iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{{\"address\":\"{:#x}\",\"function\":", f.address);
-                    json_str(&mut out, f.function.as_deref());
-                    out.push_str(",\"offset\":");
-                    json_opt_num(&mut out, f.offset);
-                    out.push_str(",\"file\":");
-                    json_str(&mut out, f.file.as_deref());
-                    out.push_str(",\"line\":");
-                    json_opt_num(&mut out, f.line.map(u64::from));
-                    out.push_str(",\"module\":");
-                    json_str(&mut out, f.module.as_deref());
-                    out.push_str(",\"module_address\":");
-                    match f.module_address {
-                        Some(a) => {
-                            let _ = write!(out, "\"{a:#x}\"");
-                        }
-                        None => out.push_str("null"),
-                    }
-                    let _ = write!(
-                        out,
-                        ",\"method\":\"{}\",\"inlined\":{}}}",
-                        f.method, f.inlined
-                    );
-                }
-                out.push(']');
-                if opts.show_allocs {
-                    out.push_str(",\"allocs\":[");
-                    for (j, (addr, size, age)) in s.allocs.iter().enumerate() {
-                        let _ = write!(
-                            out,
-                            "{}{{\"address\":\"{addr:#x}\",\"size\":{size},\"age_ms\":{}}}",
-                            if j > 0 { "," } else { "" },
-                            age / 1_000_000
-                        );
-                    }
-                    out.push(']');
-                }
-                out.push('}');
-            }
-            out.push_str("]}\n");
+    fn frame(function: &str) -> ReportFrame {
+        ReportFrame {
+            address: 0x1000,
+            function: Some(function.to_string()),
+            offset: Some(4),
+            file: Some("/src/a.c".into()),
+            line: Some(7),
+            module: Some("/bin/a".into()),
+            method: "cfi",
+            inlined: false,
+            module_address: Some(0x1000),
         }
-        Format::Text => {
-            if header.section {
-                let _ = write!(out, "== process {pid} ({})", header.exe);
-                if let Some(n) = header.ns_pid {
-                    let _ = write!(out, ", pid {n} in its namespace");
-                }
-                if let Some(p) = header.parent {
-                    let _ = write!(out, ", child of {p}");
-                }
-                if let Some(e) = header.exit {
-                    let _ = write!(out, ", {e}");
-                }
-                out.push('\n');
-            }
-            let _ = writeln!(
-                out,
-                "[{}] {}Top {} stacks with outstanding allocations (total {total_bytes} bytes in {total_allocs} allocations):",
-                wall_clock(),
-                if is_final { "Final report. " } else { "" },
-                opts.top.min(heap.len()),
-            );
-            for s in heap.iter().take(opts.top) {
-                text_stack(&mut out, s, "allocations", opts.show_allocs);
-            }
-            if opts.mmap {
-                let _ = writeln!(out, "mmap: {mmap_bytes} bytes in {mmap_regions} regions");
-                for s in mmap.iter().take(opts.top) {
-                    text_stack(&mut out, s, "mmap regions", opts.show_allocs);
-                }
-            }
-            let _ = writeln!(
-                out,
-                "lost events: {}, truncated stacks: {}",
-                losses.lost_events, losses.truncated_stacks
-            );
-            let detail: Vec<String> = losses
-                .named
+    }
+
+    #[test]
+    fn groups_by_stack_largest_first_and_filters_by_age() {
+        let blocks = [
+            (0x10, 8, 1, 50),
+            (0x20, 8, 1, 500),
+            (0x30, 100, 2, 500),
+            (0x40, 1, 3, 5),
+        ];
+        let shown = Shown {
+            older_ns: 10,
+            top: 2,
+            allocs: true,
+        };
+        let mut described = Vec::new();
+        let g = Group::of(
+            blocks
                 .iter()
-                .filter(|(n, v)| {
-                    *v > 0
-                        && !matches!(
-                            *n,
-                            "nested_calls"
-                                | "sampled_out"
-                                | "size_filtered"
-                                | "truncated_stacks"
-                                | "kernel_stacks"
-                                | "rule_misses"
-                                | "rule_hits"
-                                | "ringbuf_bytes"
-                                | "misses_resolved"
-                                | "rules_cached"
-                                | "unwind_verified"
-                                | "partial_munmaps"
-                        )
-                })
-                .map(|(n, v)| format!("{n} {v}"))
-                .collect();
-            if !detail.is_empty() {
-                let _ = writeln!(out, "  ({})", detail.join(", "));
-            }
-            if let Some(n) = header.unfollowed.filter(|&n| n > 0) {
-                let _ = writeln!(
-                    out,
-                    "{n} child process{} forked and not followed (-f follows them)",
-                    if n == 1 { "" } else { "es" }
-                );
-            }
-        }
+                .map(|&(address, size, stack, age_ns)| BlockRef {
+                    address,
+                    size,
+                    stack,
+                    age_ns,
+                }),
+            "heap",
+            shown,
+            |i| u64::from(i) * 16,
+            |i| {
+                described.push(i);
+                ("outermost".into(), vec![frame(&format!("f{i}"))])
+            },
+        );
+        // The block of stack 3 is younger than --older: left out.
+        assert_eq!((g.bytes, g.allocations), (116, 3));
+        assert_eq!(described, [2, 1]);
+        assert_eq!(g.stacks[0].bytes, 100);
+        assert_eq!((g.stacks[1].bytes, g.stacks[1].allocations), (16, 2));
+        assert_eq!(g.stacks[1].oldest_ns, 500);
+        // Oldest first.
+        assert_eq!(g.stacks[1].allocs, [(0x20, 8, 500), (0x10, 8, 50)]);
     }
-    out
-}
 
-fn text_stack(out: &mut String, s: &StackReport<'_>, what: &str, show_allocs: bool) {
-    let _ = writeln!(
-        out,
-        "{} bytes in {} {what} from stack {:#x} (oldest {:.1} s)",
-        s.bytes,
-        s.allocations,
-        s.id,
-        s.oldest_ns as f64 / 1e9
-    );
-    for (i, f) in s.frames().iter().enumerate() {
-        let mut line = format!("    #{i} {:#018x} ", f.address);
-        match &f.function {
-            Some(name) => {
-                line.push_str(name);
-                if let Some(off) = f.offset.filter(|&o| o > 0) {
-                    let _ = write!(line, "+{off:#x}");
-                }
-            }
-            None => line.push_str("??"),
-        }
-        if let (Some(file), Some(l)) = (&f.file, f.line) {
-            let _ = write!(line, " ({}:{l})", basename(file));
-        }
-        match (
-            &f.module,
-            f.function.is_none().then_some(f.module_address).flatten(),
-        ) {
-            // No symbol: where in the file, for addr2line on the host.
-            (Some(m), Some(a)) => {
-                let _ = write!(line, " [{}+{a:#x}]", basename(m));
-            }
-            (Some(m), None) => {
-                let _ = write!(line, " [{}]", basename(m));
-            }
-            (None, _) => {}
-        }
-        if f.inlined {
-            line.push_str(" (inlined)");
-        }
-        let _ = write!(line, " <{}>", f.method);
-        let _ = writeln!(out, "{line}");
-    }
-    if s.end != "outermost" {
-        let _ = writeln!(out, "    (stack walk stopped: {})", s.end.replace('_', " "));
-    }
-    if show_allocs {
-        for (addr, size, age) in &s.allocs {
-            let _ = writeln!(
-                out,
-                "      addr = {addr:#x} size = {size} age = {:.1} s",
-                *age as f64 / 1e9
-            );
-        }
+    #[test]
+    fn text_and_json_render_the_same_snapshot() {
+        let stack = StackEntry {
+            id: 0xab,
+            category: "heap",
+            bytes: 24,
+            allocations: 3,
+            oldest_ns: 1_500_000_000,
+            end: "no_unwind_info".into(),
+            frames: vec![frame("alloc \"x\"")],
+            allocs: Vec::new(),
+        };
+        let s = Snapshot {
+            is_final: true,
+            pid: 42,
+            exe: "/bin/a".into(),
+            parent: None,
+            exit: Some("exited with status 0".into()),
+            section: false,
+            unfollowed: Some(0),
+            ns_pid: None,
+            arch: "x86_64".into(),
+            time: "12:00:00".into(),
+            losses: Losses {
+                named: vec![("unwind_stopped".into(), 3), ("rule_hits".into(), 9)],
+                lost_events: 0,
+                truncated_stacks: 0,
+            },
+            heap: Group {
+                bytes: 24,
+                allocations: 3,
+                stacks: vec![stack],
+            },
+            mmap: Group::default(),
+            show_mmap: false,
+            show_allocs: false,
+        };
+        let text = render(&s, Format::Text);
+        assert!(text.contains("Final report. Top 1 stacks with outstanding allocations (total 24 bytes in 3 allocations)"));
+        assert!(text.contains("24 bytes in 3 allocations from stack 0xab (oldest 1.5 s)"));
+        assert!(text.contains(r#"#0 0x0000000000001000 alloc "x"+0x4 (a.c:7) [a] <cfi>"#));
+        assert!(text.contains("(stack walk stopped: no unwind info)"));
+        // Work counters are not listed among the losses.
+        assert!(text.contains("  (unwind_stopped 3)\n"), "{text}");
+        let json = render(&s, Format::Json);
+        assert!(json.starts_with(r#"{"final":true,"pid":42,"#));
+        assert!(json.contains(r#""function":"alloc \"x\"""#));
+        assert!(json.contains(r#""end":"no_unwind_info""#));
+        assert!(json.ends_with("]}\n"));
     }
 }
