@@ -184,7 +184,10 @@ build_one() { # target file; runs in a subshell (exports stay per target)
         return 1
         ;;
     esac
-    local args=(--release --locked --target "$triple" -p memleak-loader)
+    # The device's binary leaves out what only a host needs (debuginfod: HTTP
+    # and TLS); compressed DWARF stays (sizes in crates/loader/Cargo.toml).
+    local args=(--release --locked --target "$triple" -p memleak-loader
+        --no-default-features --features compressed-debug)
     [ "$t_build_std" != true ] || args+=("-Zbuild-std=std,panic_abort")
 
     cd "$root"

@@ -18,6 +18,7 @@ mod compat;
 mod container;
 mod cxx;
 mod debug_files;
+mod debuginfod;
 mod demo;
 mod dlopen;
 mod errors;

@@ -14,7 +14,7 @@ use crate::common::*;
 
 /// `memleak record --output FILE EXTRA... -- PROGRAM ARGS...`; returns the
 /// run (its stderr holds the program's EXPECT lines) and the file.
-fn record(extra: &[&str], program: &Path, args: &[&str]) -> (Run, PathBuf) {
+pub fn record(extra: &[&str], program: &Path, args: &[&str]) -> (Run, PathBuf) {
     let file = unique_scratch_path("recording");
     let mut argv = vec!["record", "--output", path_str(&file)];
     argv.extend_from_slice(extra);
@@ -32,11 +32,21 @@ fn record(extra: &[&str], program: &Path, args: &[&str]) -> (Run, PathBuf) {
 }
 
 /// `memleak report FILE --format json -T 1000 EXTRA...`, run as a user
-/// would on the host (no root needed, nothing traced).
-fn report(file: &Path, extra: &[&str]) -> Run {
+/// would on the host (no root needed, nothing traced), without the
+/// debuginfod servers the environment may name.
+pub fn report(file: &Path, extra: &[&str]) -> Run {
+    report_with(file, extra, &[])
+}
+
+/// `report`, with `env` set.
+pub fn report_with(file: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Run {
     let mut cmd = Command::new(memleak_bin());
     cmd.args(["report", path_str(file), "--format", "json", "-T", "1000"])
-        .args(extra);
+        .args(extra)
+        .env_remove("DEBUGINFOD_URLS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     run_with_timeout(cmd, Duration::from_secs(120))
 }
 
@@ -110,7 +120,7 @@ fn sysroot_of(files: &[(&Path, &Path)], name: &str) -> PathBuf {
     root
 }
 
-fn warnings(run: &Run) -> Vec<&str> {
+pub fn warnings(run: &Run) -> Vec<&str> {
     run.stderr.lines().filter(|l| l.contains("WARN")).collect()
 }
 

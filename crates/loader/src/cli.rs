@@ -123,6 +123,12 @@ REPORT OPTIONS (memleak report FILE):
                              A file whose build ID is not the recorded one is
                              refused for its module, with a warning
         --debug-dir DIR      Separate debug files (as above); repeatable
+        --debuginfod URL     A debuginfod server to fetch debug files (and
+                             files no sysroot has) from, by build ID;
+                             repeatable, before those of $DEBUGINFOD_URLS.
+                             Fetched files are kept in elfutils' cache
+                             ($DEBUGINFOD_CACHE_PATH, else
+                             ~/.cache/debuginfod_client)
         --format, --output, -T/--top, -o/--older, -a/--show-allocs, --mmap
                              As for a live run (--older defaults to the
                              recorded one)
@@ -191,6 +197,8 @@ pub struct ReportOptions {
     pub file: PathBuf,
     pub sysroots: Vec<PathBuf>,
     pub debug_dirs: Vec<PathBuf>,
+    /// `--debuginfod` servers (`$DEBUGINFOD_URLS` is added to them).
+    pub debuginfod: Vec<String>,
     pub format: Format,
     pub output: Option<PathBuf>,
     pub top: usize,
@@ -287,6 +295,7 @@ fn parse_report(args: Vec<OsString>) -> Result<Parsed> {
         file: PathBuf::new(),
         sysroots: Vec::new(),
         debug_dirs: Vec::new(),
+        debuginfod: Vec::new(),
         format: Format::Text,
         output: None,
         top: 10,
@@ -300,6 +309,13 @@ fn parse_report(args: Vec<OsString>) -> Result<Parsed> {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Long("sysroot") => o.sysroots.push(directory(p.value()?, "--sysroot")?),
             Long("debug-dir") => o.debug_dirs.push(directory(p.value()?, "--debug-dir")?),
+            Long("debuginfod") => {
+                let url = p.value()?.to_string_lossy().into_owned();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("--debuginfod `{url}`: give an http:// or https:// URL");
+                }
+                o.debuginfod.push(url);
+            }
             Long("format") => o.format = format(p.value()?)?,
             Long("output") => o.output = Some(output(p.value()?)?),
             Short('T') | Long("top") => o.top = number(p.value()?, "--top")?,

@@ -24,6 +24,7 @@ mod recording;
 mod replay;
 mod report;
 mod rules;
+mod sources;
 mod tracker;
 
 use std::path::Path;

@@ -5,13 +5,12 @@
 //! files here may have `.debug_frame`, which the device's lack); frames are
 //! symbolized from the files here, else named as the device named them.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use log::{debug, info, warn};
-use memleak_unwind_arch::record::{self, FrameRecord, Interval, Module, Process, Record};
+use log::warn;
+use memleak_unwind_arch::record::{self, FrameRecord, Interval, Process, Record};
 use memleak_unwind_arch::{
     AnyUnwinder, ElfFile, Frame, Mapping, Method, ModuleMap, StackEnd, UnwindMode,
 };
@@ -21,94 +20,8 @@ use crate::output::Output;
 use crate::report::{
     self, BlockRef, Group, Losses, Place, ReportFrame, Shown, Snapshot, Symbolizer,
 };
-
-/// The device's files as found here.
-struct Files {
-    /// The sysroots, in order; `/` alone when none was given.
-    roots: Vec<PathBuf>,
-    implicit_root: bool,
-    machine: u16,
-    found: HashMap<(String, Vec<u8>), Option<Rc<ElfFile>>>,
-    missing: Vec<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl Files {
-    fn new(sysroots: &[PathBuf], machine: u16) -> Files {
-        Files {
-            implicit_root: sysroots.is_empty(),
-            roots: if sysroots.is_empty() {
-                vec![PathBuf::from("/")]
-            } else {
-                sysroots.to_vec()
-            },
-            machine,
-            found: HashMap::new(),
-            missing: Vec::new(),
-        }
-    }
-
-    /// The file of module `m`: the first under the sysroots at its path
-    /// that is ELF for the recorded machine and has the recorded build ID.
-    fn get(&mut self, m: &Module) -> Option<Rc<ElfFile>> {
-        let key = (m.path.clone(), m.build_id.clone());
-        if let Some(f) = self.found.get(&key) {
-            return f.clone();
-        }
-        let f = self.find(m);
-        if f.is_none() {
-            self.missing.push(m.path.clone());
-        }
-        self.found.insert(key, f.clone());
-        f
-    }
-
-    fn find(&self, m: &Module) -> Option<Rc<ElfFile>> {
-        for root in &self.roots {
-            let candidate = root.join(m.path.trim_start_matches('/'));
-            if !candidate.is_file() {
-                continue;
-            }
-            let shown = candidate.display();
-            let elf = match ElfFile::open(&candidate.to_string_lossy()) {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!("{shown}: {e}: not used for {}", m.path);
-                    continue;
-                }
-            };
-            if elf.machine() != self.machine {
-                // The host's own file of that name, for another machine.
-                let say = format!(
-                    "{shown} is for machine {}, the recording's is {}: not used",
-                    elf.machine(),
-                    self.machine
-                );
-                if self.implicit_root {
-                    debug!("{say}");
-                } else {
-                    warn!("{say}");
-                }
-                continue;
-            }
-            if !m.build_id.is_empty() && elf.build_id() != Some(&m.build_id[..]) {
-                let theirs = elf.build_id().map_or("none".into(), hex);
-                warn!(
-                    "{shown}: build ID {theirs}, the recording's {} is {}: another build, not used",
-                    m.path,
-                    hex(&m.build_id)
-                );
-                continue;
-            }
-            info!("{}: {shown}", m.path);
-            return Some(Rc::new(elf));
-        }
-        None
-    }
-}
+use crate::sources::debuginfod::{self, Debuginfod};
+use crate::sources::sysroot::Files;
 
 /// The method a recorded frame names.
 fn method(code: u32) -> Method {
@@ -397,7 +310,8 @@ pub fn run(opts: &ReportOptions) -> Result<()> {
     let rec = read(&opts.file)?;
     memleak_unwind_arch::set_debug_dirs(opts.debug_dirs.clone());
     let mut output = Output::open(opts.output.as_deref(), false)?;
-    let mut files = Files::new(&opts.sysroots, rec.machine as u16);
+    let servers = Debuginfod::new(debuginfod::urls(&opts.debuginfod))?;
+    let mut files = Files::new(&opts.sysroots, rec.machine as u16, servers);
     let section = rec.processes.len() > 1;
     let mut text = String::new();
     for p in &rec.processes {

@@ -79,6 +79,8 @@ pub struct ElfFile {
     build_id: Option<Vec<u8>>,
     debug_path: Option<String>,
     debug_data: Option<&'static [u8]>,
+    /// It or its separate debug file has `.debug_info`.
+    has_debug_info: bool,
     /// `DT_NEEDED` and run paths read through PT_DYNAMIC, for a file
     /// without section headers (sstrip'ed).
     phdr_dynamic: Option<(Vec<String>, Vec<String>)>,
@@ -130,8 +132,21 @@ impl ElfFile {
         Self::parse(path, data)
     }
 
+    /// Maps and parses the ELF file at `path`, with the separate debug
+    /// file at `debug` (fetched from a debuginfod server, say), which must
+    /// have the file's build ID; else it is refused with a warning and the
+    /// usual places are searched.
+    pub fn open_with_debug(path: &str, debug: &str) -> Result<ElfFile> {
+        let data = map_file(path)?;
+        Self::parse_with(path, data, Some(debug))
+    }
+
     /// Parses an ELF file held in memory for the life of the process.
     pub fn parse(path: &str, data: &'static [u8]) -> Result<ElfFile> {
+        Self::parse_with(path, data, None)
+    }
+
+    fn parse_with(path: &str, data: &'static [u8], debug: Option<&str>) -> Result<ElfFile> {
         let file = object::File::parse(data).map_err(|e| malformed(path, e))?;
         let (segments, eh_frame_phdr, is_static_exec) = match &file {
             object::File::Elf32(f) => program_headers(f),
@@ -174,7 +189,7 @@ impl ElfFile {
                 eh_frame = eh_frame_from_hdr(hdr, endian, address_size, &segments, data);
             }
         }
-        let debug_frame = section(".debug_frame");
+        let mut debug_frame = section(".debug_frame");
         let text_svma = file.section_by_name(".text").map_or(0, |s| s.address());
         let got_svma = file.section_by_name(".got").map_or(0, |s| s.address());
 
@@ -203,7 +218,22 @@ impl ElfFile {
         }
         // Separate debug info (by build ID) keeps the .symtab that strip
         // removed: local functions such as glibc's __libc_start_call_main.
-        let debug_path = find_debug_file(path, &file, build_id.as_deref());
+        let given = debug.filter(|d| {
+            let id = map_file(d)
+                .ok()
+                .and_then(|data| object::File::parse(data).ok())
+                .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
+            let same = id.is_some() && id == build_id;
+            if !same {
+                warn!("{d}: not the debug file of {path} (another build ID): not used");
+            }
+            same
+        });
+        let debug_path = match given {
+            Some(d) => Some(d.to_string()),
+            None => find_debug_file(path, &file, build_id.as_deref()),
+        };
+        let has_debug_info = file.section_by_name(".debug_info").is_some();
         let debug_data = debug_path.as_deref().and_then(|p| match map_file(p) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -211,9 +241,19 @@ impl ElfFile {
                 None
             }
         });
+        let mut has_debug_info = has_debug_info;
         if let Some(debug) = debug_data {
             if let Ok(debug_file) = object::File::parse(debug) {
                 collect_functions(&debug_file, &mut symbols);
+                has_debug_info |= debug_file.section_by_name(".debug_info").is_some();
+                // A stripped file's .debug_frame went to its debug file.
+                if debug_frame.is_none() {
+                    debug_frame = debug_file
+                        .section_by_name(".debug_frame")
+                        .and_then(section_bytes)
+                        .filter(|d| !d.is_empty())
+                        .map(|data| SectionData { data, svma: 0 });
+                }
             }
         }
         // Every name, for lookups by name (aliases included).
@@ -254,6 +294,7 @@ impl ElfFile {
             build_id,
             debug_path,
             debug_data,
+            has_debug_info,
             phdr_dynamic,
             dwarf: OnceCell::new(),
             cfi_index: Default::default(),
@@ -300,6 +341,17 @@ impl ElfFile {
     /// The GNU build ID.
     pub fn build_id(&self) -> Option<&[u8]> {
         self.build_id.as_deref()
+    }
+
+    /// True when it or its separate debug file has DWARF debug info
+    /// (function names of every function, file and line).
+    pub fn has_debug_info(&self) -> bool {
+        self.has_debug_info
+    }
+
+    /// The separate debug file in use, if any.
+    pub fn debug_file(&self) -> Option<&str> {
+        self.debug_path.as_deref()
     }
 
     /// True when the file has any CFI (`.eh_frame` or `.debug_frame`).
