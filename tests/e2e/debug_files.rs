@@ -1,7 +1,8 @@
 //! Separate debug files for stripped programs, as Buildroot and Yocto keep
 //! them: found under `--debug-dir` by build ID or by `.gnu_debuglink` (its
 //! CRC checked); a debug file of another build is refused with a warning,
-//! never used to name frames wrongly.
+//! never used to name frames wrongly. MiniDebugInfo (`.gnu_debugdata`)
+//! names the local functions of a stripped program.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,4 +154,89 @@ fn debug_file_of_another_build_is_refused() {
     assert!(warnings[0].contains("CRC differs"), "{}", warnings[0]);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other_dir);
+}
+
+/// The output of `tool args...`, which must succeed.
+fn tool_stdout(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(out.status.success(), "{tool} {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn minidebuginfo_names_the_local_functions_of_a_stripped_program() {
+    // As Fedora's find-debuginfo builds it: the function symbols .dynsym
+    // lacks, in a symbols-only copy of the debug file, xz'd into the
+    // stripped program's .gnu_debugdata.
+    let dir = unique_scratch_path("minidebuginfo");
+    let (bin, debug) = stripped_with_debug_file(&dir, false, "-O2");
+    let dynsyms: std::collections::HashSet<String> = tool_stdout(
+        "nm",
+        &["-D", "--format=posix", "--defined-only", path_str(&bin)],
+    )
+    .lines()
+    .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+    .collect();
+    let keep: Vec<String> = tool_stdout(
+        "nm",
+        &["--format=posix", "--defined-only", path_str(&debug)],
+    )
+    .lines()
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        let (name, kind) = (w.next()?, w.next()?);
+        (matches!(kind, "T" | "t" | "D") && !dynsyms.contains(name)).then(|| name.to_string())
+    })
+    .collect();
+    assert!(keep.iter().any(|s| s == "alloc_v3"), "{keep:?}");
+    let keep_file = dir.join("keep");
+    std::fs::write(&keep_file, keep.join("\n") + "\n").unwrap();
+    let mini = dir.join("mini");
+    run_tool(
+        "objcopy",
+        &[
+            "-S",
+            "--remove-section",
+            ".gdb_index",
+            "--remove-section",
+            ".comment",
+            &format!("--keep-symbols={}", path_str(&keep_file)),
+            path_str(&debug),
+            path_str(&mini),
+        ],
+    );
+    run_tool("xz", &["-f", path_str(&mini)]);
+    std::fs::remove_file(&debug).unwrap();
+    let plain = memleak_json(&[], &bin, &["8"]);
+    assert_named(&plain.final_report(), &bin, false);
+    run_tool(
+        "objcopy",
+        &[
+            &format!("--add-section=.gnu_debugdata={}.xz", path_str(&mini)),
+            path_str(&bin),
+        ],
+    );
+    assert!(!tool_output("readelf", &["-SW"], &bin).contains(".symtab"));
+    let run = memleak_json(&[], &bin, &["8"]);
+    let report = run.final_report();
+    assert_totals(&report, (64, 4), "leaky 8's 4 blocks of 16 bytes");
+    // Named, without file and line (MiniDebugInfo has symbols only).
+    let stack = report.heap_stacks().next().unwrap();
+    let names: Vec<&str> = stack
+        .frames
+        .iter()
+        .filter(|f| f.in_module(&bin))
+        .map(|f| f.function())
+        .take(4)
+        .collect();
+    assert_eq!(
+        names,
+        ["alloc_v3", "alloc_v2", "alloc_v1", "main"],
+        "{}",
+        stack.render()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

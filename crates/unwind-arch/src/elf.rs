@@ -196,6 +196,13 @@ impl ElfFile {
         let has_symtab = file.symbols().next().is_some();
         let mut symbols = Vec::new();
         collect_functions(&file, &mut symbols);
+        // MiniDebugInfo: the local functions of a stripped file, in an
+        // xz-compressed ELF file of their own.
+        if !has_symtab {
+            if let Some(mini) = mini_debug_info(path, &file) {
+                collect_functions(&mini, &mut symbols);
+            }
+        }
         // Without section headers (sstrip): the dynamic symbols, needed
         // libraries and build ID through the program headers.
         let mut phdr_dynamic = None;
@@ -613,6 +620,37 @@ fn debug_dirs() -> Vec<std::path::PathBuf> {
     let mut dirs = DEBUG_DIRS.get().cloned().unwrap_or_default();
     dirs.push("/usr/lib/debug".into());
     dirs
+}
+
+/// The ELF file in `.gnu_debugdata` (MiniDebugInfo), inflated and kept
+/// for the life of the process like the mapped files.
+#[cfg(feature = "minidebuginfo")]
+fn mini_debug_info(path: &str, file: &object::File<'static>) -> Option<object::File<'static>> {
+    let data = file.section_by_name(".gnu_debugdata")?.data().ok()?;
+    let mut out = Vec::new();
+    if let Err(e) = lzma_rs::xz_decompress(&mut std::io::Cursor::new(data), &mut out) {
+        warn!("{path}: .gnu_debugdata: {e}: not used");
+        return None;
+    }
+    let out: &'static [u8] = Box::leak(out.into_boxed_slice());
+    match object::File::parse(out) {
+        Ok(f) => {
+            debug!("{path}: MiniDebugInfo ({} bytes)", out.len());
+            Some(f)
+        }
+        Err(e) => {
+            warn!("{path}: .gnu_debugdata: {e}: not used");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "minidebuginfo"))]
+fn mini_debug_info(path: &str, file: &object::File<'static>) -> Option<object::File<'static>> {
+    if file.section_by_name(".gnu_debugdata").is_some() {
+        debug!("{path}: .gnu_debugdata not read (built without minidebuginfo)");
+    }
+    None
 }
 
 /// CRC-32 (IEEE 802.3, as `.gnu_debuglink` and zlib use).
