@@ -741,3 +741,60 @@ fn pid_target_job_control_and_detach() {
         "the process is still alive after memleak detached"
     );
 }
+
+/// A daemon whose libc was deleted (upgraded) since it started: its maps
+/// say `libc.so.6 (deleted)`. memleak opens it through
+/// /proc/PID/map_files, probes it, and names it as the process does.
+#[test]
+fn pid_target_whose_libc_was_deleted() {
+    let dir = unique_scratch_path("deleted-libc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    std::fs::copy(libc, dir.join("libc.so.6")).unwrap();
+    let leaky = leaky();
+    // 16 bytes every 20 ms, half of them freed.
+    let child = Command::new(&leaky)
+        .args(["100000", "20"])
+        .env("LD_LIBRARY_PATH", &dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Target(child);
+    let pid = t.0.id();
+    let copy = dir.join("libc.so.6");
+    let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !maps().contains(path_str(&copy)) {
+        assert!(
+            Instant::now() < deadline,
+            "leaky did not map {}",
+            copy.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(&copy).unwrap();
+    assert!(maps().contains("libc.so.6 (deleted)"), "{}", maps());
+    let cmd = memleak_cmd(&["--format", "json", "-p", &pid.to_string(), "2", "1"]);
+    let run = memleak_command(cmd, |_| {});
+    assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
+    let report = run.final_report();
+    assert_no_lost_events(&report);
+    // Every block is one of leaky's 16-byte leaks, seen from the attach on
+    // (2 s: about 50).
+    assert_eq!(report.stacks.len(), 1, "{}", report.render());
+    let stack = &report.stacks[0];
+    assert!(stack.allocations >= 10, "{}", report.render());
+    assert_eq!(stack.bytes, 16 * stack.allocations, "{}", report.render());
+    assert_eq!(stack.frames[0].function(), "malloc", "{}", stack.render());
+    assert_eq!(
+        stack.frames[0].module.as_deref(),
+        Some(format!("{} (deleted)", copy.display()).as_str()),
+        "{}",
+        stack.render()
+    );
+    assert!(stack.has_function("alloc_v1"), "{}", stack.render());
+    drop(t);
+    let _ = std::fs::remove_dir_all(dir);
+}

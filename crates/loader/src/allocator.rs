@@ -141,7 +141,10 @@ fn resolve(
         return open(&p).filter(|f| usable(f)).map(|f| (p, f));
     }
     for m in mapped {
-        if Path::new(m).file_name().is_some_and(|n| n == soname) {
+        // By the name the process gave it (a deleted file is opened
+        // through its map_files link).
+        let name = crate::procfs::named(m);
+        if Path::new(&name).file_name().is_some_and(|n| n == soname) {
             if let Some(f) = open(Path::new(m)).filter(|f| usable(f)) {
                 return Some((PathBuf::from(m), f));
             }

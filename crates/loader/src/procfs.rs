@@ -109,10 +109,17 @@ fn rewrite_maps(text: &str, root: &Path, pid: i32) -> String {
             out.push('\n');
             continue;
         };
-        let path = Path::new(&line[at + 1..]);
+        let name = &line[at + 1..];
+        // A file deleted (or replaced) since it was mapped: a daemon whose
+        // libc was upgraded under it.
+        let path = Path::new(name.strip_suffix(" (deleted)").unwrap_or(name));
         let opened = match (parse_dev(dev), ino.parse::<u64>()) {
             (Some(dev), Ok(ino)) if !is_file(path, dev, ino) => find_under(root, path, dev, ino)
-                .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/map_files/{range}"))),
+                .unwrap_or_else(|| {
+                    let link = PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
+                    name_of(&link, name);
+                    link
+                }),
             _ => path.to_path_buf(),
         };
         out.push_str(&line[..=at]);
@@ -122,10 +129,41 @@ fn rewrite_maps(text: &str, root: &Path, pid: i32) -> String {
     out
 }
 
+/// The names of the files opened through `/proc/PID/map_files`, as the
+/// process's maps named them.
+fn map_files_names() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remembers that `link` (a `map_files` link) is the file the process
+/// names `name` (`/usr/lib/libc.so.6 (deleted)`).
+fn name_of(link: &Path, name: &str) {
+    map_files_names().insert(link.to_string_lossy().into_owned(), name.to_string());
+}
+
+/// The path of a file as the process named it, without a ` (deleted)`
+/// mark: what its name says (a soname) even when it is opened through
+/// `/proc/PID/map_files`.
+pub fn named(path: &str) -> String {
+    let shown = shown(path);
+    shown
+        .strip_suffix(" (deleted)")
+        .map_or(shown.clone(), str::to_string)
+}
+
 /// A path memleak opened shown as the process names it (without the
 /// `/proc/PID/root` it was opened through: a forked child's files may have
-/// been opened through its parent's).
+/// been opened through its parent's; a file opened through
+/// `/proc/PID/map_files` by the name the maps gave it).
 pub fn shown(path: &str) -> String {
+    if let Some(name) = map_files_names().get(path) {
+        return name.clone();
+    }
     let rooted = path.strip_prefix("/proc/").and_then(|rest| {
         let (pid, rest) = rest.split_once('/')?;
         let rest = rest.strip_prefix("root")?;

@@ -94,7 +94,10 @@ impl Files {
     /// recorded machine and has the recorded build ID.
     fn under_sysroots(&self, m: &Module) -> Option<(PathBuf, ElfFile)> {
         for root in &self.roots {
-            let candidate = root.join(m.path.trim_start_matches('/'));
+            // A file deleted on the device since it was mapped has its
+            // name there.
+            let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+            let candidate = root.join(path.trim_start_matches('/'));
             if !candidate.is_file() {
                 continue;
             }
