@@ -185,9 +185,10 @@ build_one() { # target file; runs in a subshell (exports stay per target)
         ;;
     esac
     # The device's binary leaves out what only a host needs (debuginfod: HTTP
-    # and TLS); compressed DWARF stays (sizes in crates/loader/Cargo.toml).
+    # and TLS); compressed DWARF and MiniDebugInfo stay (sizes in README).
+    # MEMLEAK_STATIC_FEATURES overrides the features (to measure them).
     local args=(--release --locked --target "$triple" -p memleak-loader
-        --no-default-features --features compressed-debug)
+        --no-default-features --features "${MEMLEAK_STATIC_FEATURES:-compressed-debug,minidebuginfo}")
     [ "$t_build_std" != true ] || args+=("-Zbuild-std=std,panic_abort")
 
     cd "$root"

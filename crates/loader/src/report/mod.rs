@@ -228,7 +228,8 @@ pub fn unix_ms() -> u64 {
 pub fn wall_clock(unix_ms: u64) -> String {
     // SAFETY: localtime_r writes only into the struct passed.
     unsafe {
-        let t = (unix_ms / 1000) as libc::time_t;
+        // (`as _`: libc's time_t alias is deprecated on musl.)
+        let t = (unix_ms / 1000) as _;
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&t, &mut tm);
         format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
