@@ -25,6 +25,7 @@ mod errors;
 mod exec;
 mod filters;
 mod forks;
+mod formats;
 mod load;
 mod mmap;
 mod musl;

@@ -77,7 +77,15 @@ OPTIONS:
                              ID, DIR/.build-id/xx/yyyy.debug, and by
                              .gnu_debuglink, CRC checked), before
                              /usr/lib/debug; repeatable
-        --format FORMAT      text or json (one JSON object per line and report)
+        --format FORMAT      text, json (one JSON object per line and report),
+                             folded (collapsed stacks: frames from the
+                             outermost, `;`-joined, then the bytes), svg (a
+                             flame graph of the outstanding bytes) or pprof
+                             (a gzip'd pprof heap profile, for go tool pprof,
+                             Pyroscope, Parca, Grafana). folded, svg and
+                             pprof write each periodic report to FILE.1,
+                             FILE.2, ... and the final one to FILE; svg and
+                             pprof need --output
         --output FILE        Write the reports to FILE (created or truncated;
                              `-` is stdout). Each report replaces FILE whole
                              (written beside it, then renamed), so a reader
@@ -144,6 +152,25 @@ always counted and printed with each report.
 pub enum Format {
     Text,
     Json,
+    /// Brendan Gregg's collapsed stacks.
+    Folded,
+    /// A flame graph.
+    Svg,
+    /// A gzip'd pprof profile.
+    Pprof,
+}
+
+impl Format {
+    /// Each report is a document of its own (a file per report), not a
+    /// part of a stream.
+    pub fn is_document(self) -> bool {
+        matches!(self, Format::Folded | Format::Svg | Format::Pprof)
+    }
+
+    /// Bytes for a file, not text for a terminal.
+    pub fn is_binary(self) -> bool {
+        matches!(self, Format::Svg | Format::Pprof)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -267,8 +294,26 @@ fn format(v: OsString) -> Result<Format> {
     Ok(match v.to_string_lossy().as_ref() {
         "text" => Format::Text,
         "json" => Format::Json,
-        other => bail!("invalid --format `{other}`: use text or json"),
+        "folded" => Format::Folded,
+        "svg" => Format::Svg,
+        "pprof" => Format::Pprof,
+        other => bail!("invalid --format `{other}`: use text, json, folded, svg or pprof"),
     })
+}
+
+/// svg and pprof are files, not text for a terminal.
+fn needs_output(format: Format, output: Option<&std::path::Path>) -> Result<()> {
+    if format.is_binary() && output.is_none() {
+        bail!(
+            "--format {} writes a file: give --output FILE (or --output - for stdout)",
+            if format == Format::Svg {
+                "svg"
+            } else {
+                "pprof"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn directory(v: OsString, what: &str) -> Result<PathBuf> {
@@ -328,6 +373,7 @@ fn parse_report(args: Vec<OsString>) -> Result<Parsed> {
         }
     }
     o.file = file.ok_or_else(|| anyhow::anyhow!("memleak report needs the recording's file"))?;
+    needs_output(o.format, o.output.as_deref())?;
     Ok(Parsed::Report(Box::new(o)))
 }
 
@@ -520,6 +566,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => bail!("nothing to trace: give -p PID or -- CMD ARGS"),
     };
+    if !recording {
+        needs_output(o.format, o.output.as_deref())?;
+    }
     if recording {
         match o.output.take() {
             Some(f) if f != std::path::Path::new("-") => o.record = Some(f),

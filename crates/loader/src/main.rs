@@ -202,6 +202,7 @@ fn run(opts: Options) -> Result<u8> {
     let mut output = Output::open(
         opts.output.as_deref(),
         matches!(opts.target, Target::Command(_)),
+        opts.format.is_document(),
     )?;
     let (pid, exe, child) = match &opts.target {
         Target::Pid(pid) => (*pid, process::check_pid(*pid)?, None),
@@ -348,11 +349,12 @@ fn run(opts: Options) -> Result<u8> {
                       source: &mut dyn EventSource,
                       probes: &probes::Probes,
                       unfollowed: u64,
-                      is_final: bool|
+                      is_final: bool,
+                      number: u64|
      -> Result<Written> {
         settle(source, procs, &books)?;
         let counters = probes.counters();
-        let mut text = String::new();
+        let mut snaps = Vec::new();
         let mut lost = 0;
         let many = opts.follow_forks;
         for p in procs.iter_mut() {
@@ -366,10 +368,16 @@ fn run(opts: Options) -> Result<u8> {
             }
             let (heap, mmap) = p.tracker.groups(report::Shown {
                 older_ns: opts.older_ms.saturating_mul(1_000_000),
-                top: opts.top,
+                // Documents (flame graphs, profiles) hold every stack.
+                top: if opts.format.is_document() {
+                    usize::MAX
+                } else {
+                    opts.top
+                },
                 allocs: opts.show_allocs,
             });
-            let snap = report::Snapshot {
+            let unix_ms = report::unix_ms();
+            snaps.push(report::Snapshot {
                 is_final,
                 pid: p.pid,
                 exe: procfs::shown(&p.exe.to_string_lossy()),
@@ -379,14 +387,15 @@ fn run(opts: Options) -> Result<u8> {
                 unfollowed,
                 ns_pid: p.ns_pid,
                 arch: p.tracker.arch_name().to_string(),
-                time: report::wall_clock(report::unix_ms()),
+                time: report::wall_clock(unix_ms),
+                unix_ms,
+                mappings: p.tracker.mapping_infos(),
                 losses,
                 heap,
                 mmap,
                 show_mmap: opts.mmap,
                 show_allocs: opts.show_allocs,
-            };
-            text.push_str(&report::render(&snap, opts.format));
+            });
         }
         if lost > 0 {
             warn!("{lost} events lost: the report may be incomplete");
@@ -400,7 +409,10 @@ fn run(opts: Options) -> Result<u8> {
                 }
                 Ok(Written::Done)
             }
-            None => output.write(&text),
+            None => output.write(
+                &report::render(&snaps, opts.format),
+                (!is_final).then_some(number),
+            ),
         }
     };
     let end = loop {
@@ -530,7 +542,14 @@ fn run(opts: Options) -> Result<u8> {
                     p.tracker.refresh_modules();
                     p.tracker.forget_unmapped_rules(&books);
                 }
-                let written = report(&mut procs, source.as_mut(), &probes, unfollowed, last)?;
+                let written = report(
+                    &mut procs,
+                    source.as_mut(),
+                    &probes,
+                    unfollowed,
+                    last,
+                    reports,
+                )?;
                 if last || written == Written::Closed {
                     break End::Done;
                 }
@@ -548,7 +567,14 @@ fn run(opts: Options) -> Result<u8> {
         log::debug!("rule cache of {}: {:?}", p.pid, p.tracker.cache_stats());
     }
     if !matches!(end, End::Done) {
-        report(&mut procs, source.as_mut(), &probes, unfollowed, true)?;
+        report(
+            &mut procs,
+            source.as_mut(),
+            &probes,
+            unfollowed,
+            true,
+            reports + 1,
+        )?;
     }
     probes.detach_in_background();
     // With a command: its status. Processes that still run (memleak was

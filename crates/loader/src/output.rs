@@ -30,6 +30,9 @@ pub enum Output {
         path: PathBuf,
         /// Every report written so far.
         written: Vec<u8>,
+        /// Each report is a document of its own (folded, svg, pprof): the
+        /// periodic ones go to `FILE.1`, `FILE.2`, ..., the final to FILE.
+        documents: bool,
     },
     /// A FIFO or a device: one write per report.
     Stream {
@@ -42,7 +45,7 @@ impl Output {
     /// The stream or file for `--output` (`-` is stdout); without it,
     /// stdout or stderr as `default_stderr` says. The file is created (or
     /// truncated) now, so that a bad path fails before tracing starts.
-    pub fn open(path: Option<&Path>, default_stderr: bool) -> Result<Output> {
+    pub fn open(path: Option<&Path>, default_stderr: bool, documents: bool) -> Result<Output> {
         let Some(path) = path else {
             return Ok(if default_stderr {
                 Output::Stderr
@@ -86,11 +89,13 @@ impl Output {
         Ok(Output::Replace {
             path: real,
             written: Vec::new(),
+            documents,
         })
     }
 
-    /// Writes one report.
-    pub fn write(&mut self, text: &str) -> Result<Written> {
+    /// Writes one report; `periodic` is its number among the periodic
+    /// ones (None for the final report).
+    pub fn write(&mut self, text: &[u8], periodic: Option<u64>) -> Result<Written> {
         let closed = |r: std::io::Result<()>| match r {
             Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(Written::Closed),
             Err(e) => Err(e),
@@ -99,18 +104,36 @@ impl Output {
         match self {
             Output::Stdout => {
                 let mut out = std::io::stdout().lock();
-                closed(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+                closed(out.write_all(text).and_then(|()| out.flush()))
                     .context("writing the report to stdout")
             }
             Output::Stderr => {
                 let mut out = std::io::stderr().lock();
-                closed(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+                closed(out.write_all(text).and_then(|()| out.flush()))
                     .context("writing the report to stderr")
             }
-            Output::Stream { path, file } => closed(file.write_all(text.as_bytes()))
+            Output::Stream { path, file } => closed(file.write_all(text))
                 .with_context(|| format!("writing the report to {}", path.display())),
-            Output::Replace { path, written } => {
-                written.extend_from_slice(text.as_bytes());
+            Output::Replace {
+                path,
+                written,
+                documents: true,
+            } => {
+                let path = match periodic {
+                    Some(n) => {
+                        let mut name = path.file_name().unwrap_or_default().to_os_string();
+                        name.push(format!(".{n}"));
+                        path.with_file_name(name)
+                    }
+                    None => path.clone(),
+                };
+                let _ = written;
+                replace(&path, text, false)
+                    .with_context(|| format!("writing the report to {}", path.display()))?;
+                Ok(Written::Done)
+            }
+            Output::Replace { path, written, .. } => {
+                written.extend_from_slice(text);
                 replace(path, written, false)
                     .with_context(|| format!("writing the report to {}", path.display()))?;
                 Ok(Written::Done)

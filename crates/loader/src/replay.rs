@@ -18,7 +18,7 @@ use memleak_unwind_arch::{
 use crate::cli::ReportOptions;
 use crate::output::Output;
 use crate::report::{
-    self, BlockRef, Group, Losses, Place, ReportFrame, Shown, Snapshot, Symbolizer,
+    self, BlockRef, Group, Losses, MappingInfo, Place, ReportFrame, Shown, Snapshot, Symbolizer,
 };
 use crate::sources::debuginfod::{self, Debuginfod};
 use crate::sources::sysroot::Files;
@@ -287,6 +287,20 @@ fn snapshot(
         ns_pid: (p.ns_pid != 0).then_some(p.ns_pid),
         arch: arch.to_string(),
         time: report::wall_clock(interval.unix_ms),
+        unix_ms: interval.unix_ms,
+        mappings: p
+            .modules
+            .iter()
+            .flat_map(|m| {
+                m.mappings.iter().map(|r| MappingInfo {
+                    start: r.start,
+                    limit: r.end,
+                    file_offset: r.file_offset,
+                    path: m.path.clone(),
+                    build_id: m.build_id.clone(),
+                })
+            })
+            .collect(),
         losses: Losses {
             named,
             lost_events: interval.lost_events,
@@ -309,20 +323,19 @@ pub fn read(path: &Path) -> Result<Record> {
 pub fn run(opts: &ReportOptions) -> Result<()> {
     let rec = read(&opts.file)?;
     memleak_unwind_arch::set_debug_dirs(opts.debug_dirs.clone());
-    let mut output = Output::open(opts.output.as_deref(), false)?;
+    let mut output = Output::open(opts.output.as_deref(), false, opts.format.is_document())?;
     let servers = Debuginfod::new(debuginfod::urls(&opts.debuginfod))?;
     let mut files = Files::new(&opts.sysroots, rec.machine as u16, servers);
     let section = rec.processes.len() > 1;
-    let mut text = String::new();
+    let mut snaps = Vec::new();
     for p in &rec.processes {
         let Some(interval) = p.intervals.last() else {
             continue;
         };
         let mut replay = Replay::new(&rec, p, &mut files);
-        let snap = snapshot(&rec, &mut replay, interval, opts, section);
-        text.push_str(&report::render(&snap, opts.format));
+        snaps.push(snapshot(&rec, &mut replay, interval, opts, section));
     }
-    if text.is_empty() {
+    if snaps.is_empty() {
         bail!(
             "{}: no report recorded yet (the recorder stopped before its first interval)",
             opts.file.display()
@@ -357,6 +370,6 @@ pub fn run(opts: &ReportOptions) -> Result<()> {
             opts.file.display()
         );
     }
-    output.write(&text)?;
+    output.write(&report::render(&snaps, opts.format), None)?;
     Ok(())
 }

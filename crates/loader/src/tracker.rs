@@ -721,6 +721,19 @@ impl Tracker {
         (group(&self.outstanding, "heap"), group(&self.mmaps, "mmap"))
     }
 
+    /// The file mappings of the process (those unmapped since too).
+    pub fn mapping_infos(&self) -> Vec<report::MappingInfo> {
+        let all = self.modules.mappings().iter().chain(self.modules.retired());
+        all.map(|m| report::MappingInfo {
+            start: m.start_avma,
+            limit: m.end_avma,
+            file_offset: m.file_offset,
+            path: crate::procfs::shown(m.elf.path()),
+            build_id: m.elf.build_id().unwrap_or_default().to_vec(),
+        })
+        .collect()
+    }
+
     pub fn cache_stats(&self) -> memleak_unwind_arch::CacheStats {
         self.unwinder.cache_stats()
     }

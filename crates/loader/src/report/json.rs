@@ -1,127 +1,159 @@
-//! The JSON report: one object per line and report (see README).
+//! The JSON report: one object per line and report (fields in README),
+//! written by serde_json from a view of the snapshot.
 
-use std::fmt::Write as _;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
-use super::Snapshot;
+use super::{ReportFrame, Snapshot, StackEntry};
 
-fn string(out: &mut String, s: Option<&str>) {
-    let Some(s) = s else {
-        out.push_str("null");
-        return;
-    };
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// `0x...` strings for addresses and ids (JSON numbers lose 64-bit values).
+fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
 }
 
-fn number(out: &mut String, v: Option<u64>) {
+fn opt_hex<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
+        Some(v) => hex(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The counters as an object, in their order.
+struct Counters<'a>(&'a [(String, u64)]);
+
+impl Serialize for Counters<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
         }
-        None => out.push_str("null"),
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(rename = "final")]
+    is_final: bool,
+    pid: i32,
+    time: &'a str,
+    arch: &'a str,
+    outstanding_bytes: u64,
+    outstanding_allocations: u64,
+    mmap_bytes: u64,
+    mmap_regions: u64,
+    lost_events: u64,
+    truncated_stacks: u64,
+    losses: Counters<'a>,
+    exe: &'a str,
+    ns_pid: Option<i32>,
+    parent: Option<i32>,
+    exit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children_not_followed: Option<u64>,
+    stacks: Vec<Stack<'a>>,
+}
+
+#[derive(Serialize)]
+struct Stack<'a> {
+    #[serde(serialize_with = "hex")]
+    stack_id: u64,
+    category: &'a str,
+    bytes: u64,
+    allocations: u64,
+    oldest_ms: u64,
+    end: &'a str,
+    frames: Vec<Frame<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocs: Option<Vec<Alloc>>,
+}
+
+#[derive(Serialize)]
+struct Frame<'a> {
+    #[serde(serialize_with = "hex")]
+    address: u64,
+    function: Option<&'a str>,
+    offset: Option<u64>,
+    file: Option<&'a str>,
+    line: Option<u32>,
+    module: Option<&'a str>,
+    #[serde(serialize_with = "opt_hex")]
+    module_address: Option<u64>,
+    method: &'a str,
+    inlined: bool,
+}
+
+#[derive(Serialize)]
+struct Alloc {
+    #[serde(serialize_with = "hex")]
+    address: u64,
+    size: u64,
+    age_ms: u64,
+}
+
+fn frame(f: &ReportFrame) -> Frame<'_> {
+    Frame {
+        address: f.address,
+        function: f.function.as_deref(),
+        offset: f.offset,
+        file: f.file.as_deref(),
+        line: f.line,
+        module: f.module.as_deref(),
+        module_address: f.module_address,
+        method: f.method,
+        inlined: f.inlined,
+    }
+}
+
+fn stack(st: &StackEntry, show_allocs: bool) -> Stack<'_> {
+    Stack {
+        stack_id: st.id,
+        category: st.category,
+        bytes: st.bytes,
+        allocations: st.allocations,
+        oldest_ms: st.oldest_ns / 1_000_000,
+        end: &st.end,
+        frames: st.frames.iter().map(frame).collect(),
+        allocs: show_allocs.then(|| {
+            st.allocs
+                .iter()
+                .map(|&(address, size, age)| Alloc {
+                    address,
+                    size,
+                    age_ms: age / 1_000_000,
+                })
+                .collect()
+        }),
     }
 }
 
 pub fn render(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{{\"final\":{},\"pid\":{},\"time\":\"{}\",\"arch\":\"{}\",\"outstanding_bytes\":{},\"outstanding_allocations\":{},\"mmap_bytes\":{},\"mmap_regions\":{},\"lost_events\":{},\"truncated_stacks\":{},\"losses\":{{",
-        s.is_final,
-        s.pid,
-        s.time,
-        s.arch,
-        s.heap.bytes,
-        s.heap.allocations,
-        s.mmap.bytes,
-        s.mmap.allocations,
-        s.losses.lost_events,
-        s.losses.truncated_stacks
-    );
-    for (i, (name, v)) in s.losses.named.iter().enumerate() {
-        let _ = write!(out, "{}\"{name}\":{v}", if i > 0 { "," } else { "" });
-    }
-    out.push_str("},\"exe\":");
-    string(&mut out, Some(&s.exe));
-    out.push_str(",\"ns_pid\":");
-    number(&mut out, s.ns_pid.map(|p| p as u64));
-    out.push_str(",\"parent\":");
-    number(&mut out, s.parent.map(|p| p as u64));
-    out.push_str(",\"exit\":");
-    string(&mut out, s.exit.as_deref());
-    if let Some(n) = s.unfollowed {
-        let _ = write!(out, ",\"children_not_followed\":{n}");
-    }
-    out.push_str(",\"stacks\":[");
-    for (i, st) in s.heap.stacks.iter().chain(&s.mmap.stacks).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            "{{\"stack_id\":\"{:#x}\",\"category\":\"{}\",\"bytes\":{},\"allocations\":{},\"oldest_ms\":{},\"end\":\"{}\",\"frames\":[",
-            st.id,
-            st.category,
-            st.bytes,
-            st.allocations,
-            st.oldest_ns / 1_000_000,
-            st.end
-        );
-        for (j, f) in st.frames.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{{\"address\":\"{:#x}\",\"function\":", f.address);
-            string(&mut out, f.function.as_deref());
-            out.push_str(",\"offset\":");
-            number(&mut out, f.offset);
-            out.push_str(",\"file\":");
-            string(&mut out, f.file.as_deref());
-            out.push_str(",\"line\":");
-            number(&mut out, f.line.map(u64::from));
-            out.push_str(",\"module\":");
-            string(&mut out, f.module.as_deref());
-            out.push_str(",\"module_address\":");
-            match f.module_address {
-                Some(a) => {
-                    let _ = write!(out, "\"{a:#x}\"");
-                }
-                None => out.push_str("null"),
-            }
-            let _ = write!(
-                out,
-                ",\"method\":\"{}\",\"inlined\":{}}}",
-                f.method, f.inlined
-            );
-        }
-        out.push(']');
-        if s.show_allocs {
-            out.push_str(",\"allocs\":[");
-            for (j, (addr, size, age)) in st.allocs.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    "{}{{\"address\":\"{addr:#x}\",\"size\":{size},\"age_ms\":{}}}",
-                    if j > 0 { "," } else { "" },
-                    age / 1_000_000
-                );
-            }
-            out.push(']');
-        }
-        out.push('}');
-    }
-    out.push_str("]}\n");
+    let report = Report {
+        is_final: s.is_final,
+        pid: s.pid,
+        time: &s.time,
+        arch: &s.arch,
+        outstanding_bytes: s.heap.bytes,
+        outstanding_allocations: s.heap.allocations,
+        mmap_bytes: s.mmap.bytes,
+        mmap_regions: s.mmap.allocations,
+        lost_events: s.losses.lost_events,
+        truncated_stacks: s.losses.truncated_stacks,
+        losses: Counters(&s.losses.named),
+        exe: &s.exe,
+        ns_pid: s.ns_pid,
+        parent: s.parent,
+        exit: s.exit.as_deref(),
+        children_not_followed: s.unfollowed,
+        stacks: s
+            .heap
+            .stacks
+            .iter()
+            .chain(&s.mmap.stacks)
+            .map(|st| stack(st, s.show_allocs))
+            .collect(),
+    };
+    let mut out = serde_json::to_string(&report).expect("a report serializes");
+    out.push('\n');
     out
 }

@@ -3,7 +3,11 @@
 //! live run's books or from a recording, and one writer per format
 //! ([`text`], [`json`]).
 
+pub mod folded;
 pub mod json;
+pub mod pprof;
+mod profile;
+pub mod svg;
 pub mod text;
 
 use std::collections::HashMap;
@@ -29,6 +33,20 @@ pub struct ReportFrame {
     /// The address as stated in the module's file (for a frame no symbol
     /// names: `module+0x...`, what addr2line on the host takes).
     pub module_address: Option<u64>,
+    /// The index of the stack's physical frame it belongs to (a frame
+    /// with inlined functions gives several lines).
+    pub depth: u32,
+}
+
+/// A file mapping of the process, for formats that place addresses.
+#[derive(Debug, Clone)]
+pub struct MappingInfo {
+    pub start: u64,
+    pub limit: u64,
+    pub file_offset: u64,
+    /// As the process names it.
+    pub path: String,
+    pub build_id: Vec<u8>,
 }
 
 /// The outstanding blocks of one stack.
@@ -80,6 +98,10 @@ pub struct Snapshot {
     pub arch: String,
     /// Wall-clock time of the report, `HH:MM:SS` local time.
     pub time: String,
+    /// The same, in ms since the Unix epoch.
+    pub unix_ms: u64,
+    /// The process's file mappings (for pprof).
+    pub mappings: Vec<MappingInfo>,
     pub losses: Losses,
     pub heap: Group,
     pub mmap: Group,
@@ -89,11 +111,25 @@ pub struct Snapshot {
     pub show_allocs: bool,
 }
 
-/// Renders one report.
-pub fn render(s: &Snapshot, format: Format) -> String {
+/// Renders one report: a snapshot per process (several with `-f`). Text
+/// and JSON give a section (an object) per process; folded stacks, flame
+/// graphs and profiles are one document, each process under a root frame
+/// of its own when there are several.
+pub fn render(snaps: &[Snapshot], format: Format) -> Vec<u8> {
     match format {
-        Format::Text => text::render(s),
-        Format::Json => json::render(s),
+        Format::Text => snaps
+            .iter()
+            .map(text::render)
+            .collect::<String>()
+            .into_bytes(),
+        Format::Json => snaps
+            .iter()
+            .map(json::render)
+            .collect::<String>()
+            .into_bytes(),
+        Format::Folded => folded::render(snaps).into_bytes(),
+        Format::Svg => svg::render(snaps),
+        Format::Pprof => pprof::render(snaps),
     }
 }
 
@@ -265,6 +301,7 @@ impl Symbolizer {
         // Return addresses point after the call: the call was looked up.
         let back = u64::from(index > 0);
         let blank = |module: Option<String>, module_address: Option<u64>| ReportFrame {
+            depth: index as u32,
             address: f.address,
             function: None,
             offset: None,
@@ -302,6 +339,7 @@ impl Symbolizer {
                 }
                 for sym in syms.iter() {
                     out.push(ReportFrame {
+                        depth: index as u32,
                         address: f.address,
                         function: sym.function.clone(),
                         offset: sym.offset.map(|o| o + back),
@@ -333,6 +371,7 @@ mod tests {
             method: "cfi",
             inlined: false,
             module_address: Some(0x1000),
+            depth: 0,
         }
     }
 
@@ -400,6 +439,8 @@ mod tests {
             ns_pid: None,
             arch: "x86_64".into(),
             time: "12:00:00".into(),
+            unix_ms: 0,
+            mappings: Vec::new(),
             losses: Losses {
                 named: vec![("unwind_stopped".into(), 3), ("rule_hits".into(), 9)],
                 lost_events: 0,
@@ -414,14 +455,15 @@ mod tests {
             show_mmap: false,
             show_allocs: false,
         };
-        let text = render(&s, Format::Text);
+        let s = [s];
+        let text = String::from_utf8(render(&s, Format::Text)).unwrap();
         assert!(text.contains("Final report. Top 1 stacks with outstanding allocations (total 24 bytes in 3 allocations)"));
         assert!(text.contains("24 bytes in 3 allocations from stack 0xab (oldest 1.5 s)"));
         assert!(text.contains(r#"#0 0x0000000000001000 alloc "x"+0x4 (a.c:7) [a] <cfi>"#));
         assert!(text.contains("(stack walk stopped: no unwind info)"));
         // Work counters are not listed among the losses.
         assert!(text.contains("  (unwind_stopped 3)\n"), "{text}");
-        let json = render(&s, Format::Json);
+        let json = String::from_utf8(render(&s, Format::Json)).unwrap();
         assert!(json.starts_with(r#"{"final":true,"pid":42,"#));
         assert!(json.contains(r#""function":"alloc \"x\"""#));
         assert!(json.contains(r#""end":"no_unwind_info""#));
