@@ -330,6 +330,14 @@ pub mod fixtures {
         build(&FORKER)
     }
 
+    /// tests/fixtures/src/growth.c: a leak growing for 3 s next to a
+    /// cache filled once.
+    pub const GROWTH: Build = fixture("growth", "gcc", NOFP, &["tests/fixtures/src/growth.c"]);
+
+    pub fn growth() -> PathBuf {
+        build(&GROWTH)
+    }
+
     pub fn static_leak() -> PathBuf {
         build(&STATIC_LEAK)
     }

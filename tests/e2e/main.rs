@@ -26,6 +26,7 @@ mod exec;
 mod filters;
 mod forks;
 mod formats;
+mod growth;
 mod load;
 mod mmap;
 mod musl;

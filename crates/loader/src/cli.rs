@@ -295,7 +295,12 @@ fn format(v: OsString) -> Result<Format> {
         "text" => Format::Text,
         "json" => Format::Json,
         "folded" => Format::Folded,
-        "svg" => Format::Svg,
+        "svg" if cfg!(feature = "flamegraph") => Format::Svg,
+        "svg" => bail!(
+            "this memleak was built without flame graphs (the `flamegraph` feature): \
+             use --format folded (for inferno or flamegraph.pl), or `memleak record` \
+             here and `memleak report --format svg` on a host"
+        ),
         "pprof" => Format::Pprof,
         other => bail!("invalid --format `{other}`: use text, json, folded, svg or pprof"),
     })

@@ -366,16 +366,20 @@ fn run(opts: Options) -> Result<u8> {
                 r.add(p, &losses, is_final, unfollowed);
                 continue;
             }
-            let (heap, mmap) = p.tracker.groups(report::Shown {
-                older_ns: opts.older_ms.saturating_mul(1_000_000),
-                // Documents (flame graphs, profiles) hold every stack.
-                top: if opts.format.is_document() {
-                    usize::MAX
-                } else {
-                    opts.top
+            p.growth.update(p.tracker.totals());
+            let (heap, mmap) = p.tracker.groups(
+                &p.growth,
+                report::Shown {
+                    older_ns: opts.older_ms.saturating_mul(1_000_000),
+                    // Documents (flame graphs, profiles) hold every stack.
+                    top: if opts.format.is_document() {
+                        usize::MAX
+                    } else {
+                        opts.top
+                    },
+                    allocs: opts.show_allocs,
                 },
-                allocs: opts.show_allocs,
-            });
+            );
             let unix_ms = report::unix_ms();
             snaps.push(report::Snapshot {
                 is_final,
@@ -395,6 +399,7 @@ fn run(opts: Options) -> Result<u8> {
                 mmap,
                 show_mmap: opts.mmap,
                 show_allocs: opts.show_allocs,
+                suspects: p.growth.suspects(),
             });
         }
         if lost > 0 {
@@ -483,6 +488,7 @@ fn run(opts: Options) -> Result<u8> {
                                     tracker,
                                     exit: None,
                                     ns_pid: procfs::ns_pid(craw),
+                                    growth: Default::default(),
                                 });
                                 t.adopt(child, true);
                             } else {

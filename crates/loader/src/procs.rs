@@ -21,6 +21,8 @@ pub struct Proc {
     pub exit: Option<ChildExit>,
     /// Its PID in its own PID namespace (a container), if it has one.
     pub ns_pid: Option<i32>,
+    /// How its stacks' bytes changed from report to report.
+    pub growth: crate::report::growth::Growth,
 }
 
 /// The traced processes, the target first, then in the order they were born.
@@ -39,6 +41,7 @@ impl Procs {
                 tracker,
                 exit: None,
                 ns_pid: crate::procfs::ns_pid(pid),
+                growth: Default::default(),
             }],
         }
     }

@@ -17,6 +17,7 @@ use memleak_unwind_arch::{
 
 use crate::cli::ReportOptions;
 use crate::output::Output;
+use crate::report::growth::Growth;
 use crate::report::{
     self, BlockRef, Group, Losses, MappingInfo, Place, ReportFrame, Shown, Snapshot, Symbolizer,
 };
@@ -239,13 +240,35 @@ fn snapshot(
                 age_ns: b.age_ns,
             })
     };
+    // The trends: every interval's totals, in order.
+    let mut growth = Growth::default();
+    for iv in &p.intervals {
+        growth.update(iv.totals.iter().map(|t| {
+            let category = if t.category == record::MMAP {
+                "mmap"
+            } else {
+                "heap"
+            };
+            ((p.stacks[t.stack as usize].id, category), t.bytes)
+        }));
+    }
     let id = |i: u32| p.stacks[i as usize].id;
-    let heap = Group::of(blocks(record::HEAP), "heap", shown, id, |i| {
-        replay.describe(i)
-    });
-    let mmap = Group::of(blocks(record::MMAP), "mmap", shown, id, |i| {
-        replay.describe(i)
-    });
+    let heap = Group::of(
+        blocks(record::HEAP),
+        "heap",
+        shown,
+        id,
+        |i| growth.trend((id(i), "heap")),
+        |i| replay.describe(i),
+    );
+    let mmap = Group::of(
+        blocks(record::MMAP),
+        "mmap",
+        shown,
+        id,
+        |i| growth.trend((id(i), "mmap")),
+        |i| replay.describe(i),
+    );
     // The counts of blocks by how their walk ended, as the stacks end now
     // (a walk finished here no longer stopped).
     let (mut truncated, mut stopped, mut scanned) = (0, 0, 0);
@@ -310,6 +333,7 @@ fn snapshot(
         mmap,
         show_mmap: opts.mmap || rec.mmap,
         show_allocs: opts.show_allocs,
+        suspects: growth.suspects(),
     }
 }
 

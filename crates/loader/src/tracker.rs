@@ -17,6 +17,7 @@ use memleak_unwind_arch::{
 };
 
 use crate::books::{Books, Category};
+use crate::report::growth::{self, Growth};
 use crate::report::{self, BlockRef, Group, Place, ReportFrame, Shown, Symbolizer};
 use crate::rules;
 
@@ -696,7 +697,7 @@ impl Tracker {
 
     /// The outstanding heap blocks and mmap regions (of the last
     /// snapshot), grouped by stack; those shown are symbolized.
-    pub fn groups(&self, shown: Shown) -> (Group, Group) {
+    pub fn groups(&self, growth: &Growth, shown: Shown) -> (Group, Group) {
         let now = report::monotonic_ns();
         let group = |list: &[(u64, Alloc)], category| {
             let blocks = list.iter().map(|(address, a)| BlockRef {
@@ -710,6 +711,7 @@ impl Tracker {
                 category,
                 shown,
                 |i| self.stacks[i as usize].id,
+                |i| growth.trend((self.stacks[i as usize].id, category)),
                 |i| {
                     (
                         self.stacks[i as usize].end.to_string(),
@@ -719,6 +721,18 @@ impl Tracker {
             )
         };
         (group(&self.outstanding, "heap"), group(&self.mmaps, "mmap"))
+    }
+
+    /// The outstanding bytes of each stack (of the last snapshot), heap
+    /// and mmap.
+    pub fn totals(&self) -> Vec<(growth::Key, u64)> {
+        let mut v = Vec::new();
+        for (list, category) in [(&self.outstanding, "heap"), (&self.mmaps, "mmap")] {
+            for (_, a) in list.iter() {
+                v.push(((self.stacks[a.stack as usize].id, category), a.size));
+            }
+        }
+        v
     }
 
     /// The file mappings of the process (those unmapped since too).

@@ -52,6 +52,26 @@ struct Report<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     children_not_followed: Option<u64>,
     stacks: Vec<Stack<'a>>,
+    /// Stacks whose bytes grew in most reports and never went back,
+    /// strongest first.
+    suspects: Vec<Suspect<'a>>,
+}
+
+#[derive(Serialize)]
+struct Suspect<'a> {
+    #[serde(serialize_with = "hex")]
+    stack_id: u64,
+    category: &'a str,
+}
+
+#[derive(Serialize)]
+struct Growth {
+    since_previous: i64,
+    since_start: i64,
+    reports: u32,
+    grew: u32,
+    shrank: u32,
+    suspect_rank: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +83,7 @@ struct Stack<'a> {
     allocations: u64,
     oldest_ms: u64,
     end: &'a str,
+    growth: Option<Growth>,
     frames: Vec<Frame<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allocs: Option<Vec<Alloc>>,
@@ -113,6 +134,14 @@ fn stack(st: &StackEntry, show_allocs: bool) -> Stack<'_> {
         allocations: st.allocations,
         oldest_ms: st.oldest_ns / 1_000_000,
         end: &st.end,
+        growth: st.trend.map(|t| Growth {
+            since_previous: t.since_previous,
+            since_start: t.since_start,
+            reports: t.reports,
+            grew: t.grew,
+            shrank: t.shrank,
+            suspect_rank: t.suspect_rank,
+        }),
         frames: st.frames.iter().map(frame).collect(),
         allocs: show_allocs.then(|| {
             st.allocs
@@ -151,6 +180,11 @@ pub fn render(s: &Snapshot) -> String {
             .iter()
             .chain(&s.mmap.stacks)
             .map(|st| stack(st, s.show_allocs))
+            .collect(),
+        suspects: s
+            .suspects
+            .iter()
+            .map(|&(stack_id, category)| Suspect { stack_id, category })
             .collect(),
     };
     let mut out = serde_json::to_string(&report).expect("a report serializes");

@@ -4,9 +4,11 @@
 //! ([`text`], [`json`]).
 
 pub mod folded;
+pub mod growth;
 pub mod json;
 pub mod pprof;
 mod profile;
+#[cfg(feature = "flamegraph")]
 pub mod svg;
 pub mod text;
 
@@ -61,6 +63,8 @@ pub struct StackEntry {
     pub frames: Vec<ReportFrame>,
     /// address, size, age in ns (with `--show-allocs`).
     pub allocs: Vec<(u64, u64, u64)>,
+    /// How its bytes changed over the reports.
+    pub trend: Option<growth::Trend>,
 }
 
 /// Blocks of one category (heap or mmap): totals, and the top stacks.
@@ -109,6 +113,9 @@ pub struct Snapshot {
     pub show_mmap: bool,
     /// Blocks are listed (`--show-allocs`).
     pub show_allocs: bool,
+    /// Stacks whose bytes grew in most reports and never went back,
+    /// strongest first.
+    pub suspects: Vec<growth::Key>,
 }
 
 /// Renders one report: a snapshot per process (several with `-f`). Text
@@ -128,7 +135,10 @@ pub fn render(snaps: &[Snapshot], format: Format) -> Vec<u8> {
             .collect::<String>()
             .into_bytes(),
         Format::Folded => folded::render(snaps).into_bytes(),
+        #[cfg(feature = "flamegraph")]
         Format::Svg => svg::render(snaps),
+        #[cfg(not(feature = "flamegraph"))]
+        Format::Svg => unreachable!("refused by the options"),
         Format::Pprof => pprof::render(snaps),
     }
 }
@@ -155,12 +165,15 @@ pub struct Shown {
 
 impl Group {
     /// Groups `blocks` by stack: `id` names a stack (for the order of equal
-    /// ones), `describe` gives its end and frames (only for those shown).
+    /// ones), `trend` gives its growth, `describe` its end and frames (only
+    /// for those shown: the largest, and the suspects among the first
+    /// `--top` of them).
     pub fn of(
         blocks: impl Iterator<Item = BlockRef>,
         category: &'static str,
         shown: Shown,
         id: impl Fn(u32) -> u64,
+        trend: impl Fn(u32) -> Option<growth::Trend>,
         mut describe: impl FnMut(u32) -> (String, Vec<ReportFrame>),
     ) -> Group {
         let mut by_stack: HashMap<u32, StackEntry> = HashMap::new();
@@ -177,6 +190,7 @@ impl Group {
                 end: String::new(),
                 frames: Vec::new(),
                 allocs: Vec::new(),
+                trend: trend(b.stack),
             });
             r.bytes += b.size;
             r.allocations += 1;
@@ -197,7 +211,18 @@ impl Group {
             allocations: v.iter().map(|(_, s)| s.allocations).sum(),
             stacks: Vec::new(),
         };
-        for (index, mut s) in v.into_iter().take(shown.top) {
+        let top = shown.top;
+        let suspect = |s: &StackEntry| {
+            s.trend
+                .and_then(|t| t.suspect_rank)
+                .is_some_and(|r| r as usize <= top)
+        };
+        let picked = v
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (_, s))| *i < top || suspect(s))
+            .map(|(_, x)| x);
+        for (index, mut s) in picked {
             (s.end, s.frames) = describe(index);
             s.allocs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
             g.stacks.push(s);
@@ -401,6 +426,7 @@ mod tests {
             "heap",
             shown,
             |i| u64::from(i) * 16,
+            |_| None,
             |i| {
                 described.push(i);
                 ("outermost".into(), vec![frame(&format!("f{i}"))])
@@ -427,6 +453,7 @@ mod tests {
             end: "no_unwind_info".into(),
             frames: vec![frame("alloc \"x\"")],
             allocs: Vec::new(),
+            trend: None,
         };
         let s = Snapshot {
             is_final: true,
@@ -454,6 +481,7 @@ mod tests {
             mmap: Group::default(),
             show_mmap: false,
             show_allocs: false,
+            suspects: Vec::new(),
         };
         let s = [s];
         let text = String::from_utf8(render(&s, Format::Text)).unwrap();

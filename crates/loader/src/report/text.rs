@@ -57,6 +57,7 @@ pub fn render(s: &Snapshot) -> String {
     for st in &s.heap.stacks {
         stack(&mut out, st, "allocations", s.show_allocs);
     }
+    suspects(&mut out, s);
     if s.show_mmap {
         let _ = writeln!(
             out,
@@ -92,14 +93,89 @@ pub fn render(s: &Snapshot) -> String {
     out
 }
 
+/// `+16 B` / `-8 B` / `0 B`.
+fn signed(v: i64) -> String {
+    if v > 0 {
+        format!("+{v} B")
+    } else {
+        format!("{v} B")
+    }
+}
+
+/// The trend column: the change since the last report and since the first,
+/// the reports it grew in, its rank among the suspects.
+fn trend(t: &super::growth::Trend) -> String {
+    let mut s = format!(
+        " [{} since last, {} since first, grew {}/{}",
+        signed(t.since_previous),
+        signed(t.since_start),
+        t.grew,
+        t.reports
+    );
+    if let Some(r) = t.suspect_rank {
+        let _ = write!(s, ", suspect #{r}");
+    }
+    s.push(']');
+    s
+}
+
+/// The suspects, strongest first, with the innermost frames of their own.
+fn suspects(out: &mut String, s: &Snapshot) {
+    let all: Vec<&StackEntry> = s.heap.stacks.iter().chain(&s.mmap.stacks).collect();
+    let shown: Vec<&StackEntry> = s
+        .suspects
+        .iter()
+        .filter_map(|(id, cat)| {
+            all.iter()
+                .find(|e| e.id == *id && e.category == *cat)
+                .copied()
+        })
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Suspects (outstanding bytes grew in most reports and never went back):"
+    );
+    for e in shown {
+        let t = e.trend.expect("a suspect has a trend");
+        let path: Vec<&str> = e
+            .frames
+            .iter()
+            .filter_map(|f| f.function.as_deref())
+            .skip(1)
+            .take(3)
+            .collect();
+        let _ =
+            writeln!(
+            out,
+            "  #{} stack {:#x}: {} bytes in {} {}, {} since first, grew in {} of {} reports: {}",
+            t.suspect_rank.unwrap_or(0),
+            e.id,
+            e.bytes,
+            e.allocations,
+            if e.category == "mmap" { "regions" } else { "allocations" },
+            signed(t.since_start),
+            t.grew,
+            t.reports,
+            path.join(" <- ")
+        );
+    }
+}
+
 fn stack(out: &mut String, s: &StackEntry, what: &str, show_allocs: bool) {
     let _ = writeln!(
         out,
-        "{} bytes in {} {what} from stack {:#x} (oldest {:.1} s)",
+        "{} bytes in {} {what} from stack {:#x} (oldest {:.1} s){}",
         s.bytes,
         s.allocations,
         s.id,
-        s.oldest_ns as f64 / 1e9
+        s.oldest_ns as f64 / 1e9,
+        s.trend
+            .filter(|t| t.reports >= 2)
+            .map(|t| trend(&t))
+            .unwrap_or_default()
     );
     for (i, f) in s.frames.iter().enumerate() {
         let mut line = format!("    #{i} {:#018x} ", f.address);
