@@ -338,6 +338,14 @@ pub mod fixtures {
         build(&GROWTH)
     }
 
+    /// tests/fixtures/src/sampled.c: 200,000 allocations of 256 to 4095
+    /// bytes, three in four leaked.
+    pub const SAMPLED: Build = fixture("sampled", "gcc", NOFP, &["tests/fixtures/src/sampled.c"]);
+
+    pub fn sampled() -> PathBuf {
+        build(&SAMPLED)
+    }
+
     pub fn static_leak() -> PathBuf {
         build(&STATIC_LEAK)
     }

@@ -169,6 +169,9 @@ pub mod map {
     pub const WALKERS: &str = "walkers";
     /// The read-only configuration ([`Config`](crate::Config)).
     pub const RODATA: &str = ".rodata";
+    /// `--sample-bytes`: [`SAMPLE_GAPS`](crate::SAMPLE_GAPS) gaps between
+    /// sampled bytes (`u32` index → `u64` bytes).
+    pub const SAMPLE_GAPS: &str = "sample_gaps";
 }
 
 /// Largest `--stack-bytes` the BPF side copies.
@@ -177,6 +180,8 @@ pub const MAX_STACK_BYTES: u32 = abi::MAX_STACK_BYTES as u32;
 pub const KSTACK_MAX: usize = abi::KSTACK_MAX as usize;
 /// Stacks up to this deep go to the smaller table, [`map::STACKS`].
 pub const KSTACK_SHORT: usize = abi::KSTACK_SHORT as usize;
+/// Entries of [`map::SAMPLE_GAPS`].
+pub const SAMPLE_GAPS: usize = abi::SAMPLE_GAPS as usize;
 /// Stack ids with this bit set are miss ids (user space resolves them).
 pub const MISS_ID_BIT: u64 = abi::MISS_ID_BIT;
 /// Bits of a stored pc below the method byte.
@@ -233,8 +238,8 @@ pub struct Config {
     pub verify: u32,
     /// 1: every call is sent (`-t`).
     pub trace: u32,
-    /// 0 (keeps the struct free of implicit padding).
-    pub _pad: u32,
+    /// 0: off; N: each byte sampled with probability 1/N (`--sample-bytes`).
+    pub sample_bytes: u32,
 }
 impl Pod for Config {}
 

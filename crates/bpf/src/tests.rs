@@ -114,7 +114,7 @@ fn config_bytes_follow_the_struct() {
         max_frames: 7,
         verify: 8,
         trace: 9,
-        _pad: 10,
+        sample_bytes: 10,
     };
     let b = c.as_bytes();
     assert_eq!(b.len(), 56);

@@ -67,6 +67,11 @@ OPTIONS:
     -Z, --max-size BYTES     Ignore allocations larger than BYTES
     -o, --older MS           Only report allocations older than MS milliseconds
     -s, --sample-rate N      Trace every Nth allocation of each thread (exactly)
+        --sample-bytes N     Sample by bytes, as tcmalloc and heapprofd do: an
+                             allocation of S bytes is traced with probability
+                             1 - exp(-S/N) (decided in the kernel: the others
+                             cost no stack walk); reports scale each sampled
+                             block by 1/p and say they are estimates
     -a, --show-allocs        List the individual outstanding allocations
     -t, --trace              Print every allocation and free on stderr
     -O, --obj PATH           The allocator library (default: the one the program
@@ -189,6 +194,8 @@ pub struct Options {
     pub max_size: u64,
     pub older_ms: u64,
     pub sample_rate: u32,
+    /// `--sample-bytes N`: each byte sampled with probability 1/N (0: off).
+    pub sample_bytes: u32,
     pub show_allocs: bool,
     /// -f: trace the command's children too.
     pub follow_forks: bool,
@@ -413,6 +420,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         max_size: u64::MAX,
         older_ms: 0,
         sample_rate: 1,
+        sample_bytes: 0,
         show_allocs: false,
         follow_forks: false,
         debug_dirs: Vec::new(),
@@ -474,6 +482,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
                 o.sample_rate = number(p.value()?, "--sample-rate")?;
                 if o.sample_rate == 0 {
                     bail!("--sample-rate must be at least 1");
+                }
+            }
+            Long("sample-bytes") => {
+                o.sample_bytes = number(p.value()?, "--sample-bytes")?;
+                if o.sample_bytes == 0 {
+                    bail!("--sample-bytes must be at least 1");
                 }
             }
             Short('a') | Long("show-allocs") => o.show_allocs = true,
@@ -564,6 +578,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     }
     if o.min_size > o.max_size {
         bail!("--min-size is larger than --max-size");
+    }
+    if o.sample_bytes > 0 && o.sample_rate > 1 {
+        bail!("use either --sample-bytes or -s/--sample-rate, not both");
     }
     o.target = match (pid, command) {
         (Some(_), Some(_)) => bail!("use either -p PID or a command, not both"),

@@ -366,10 +366,12 @@ fn run(opts: Options) -> Result<u8> {
                 r.add(p, &losses, is_final, unfollowed);
                 continue;
             }
-            p.growth.update(p.tracker.totals());
+            p.growth
+                .update(p.tracker.totals(u64::from(opts.sample_bytes)));
             let (heap, mmap) = p.tracker.groups(
                 &p.growth,
                 report::Shown {
+                    sample_bytes: u64::from(opts.sample_bytes),
                     older_ns: opts.older_ms.saturating_mul(1_000_000),
                     // Documents (flame graphs, profiles) hold every stack.
                     top: if opts.format.is_document() {
@@ -400,6 +402,7 @@ fn run(opts: Options) -> Result<u8> {
                 show_mmap: opts.mmap,
                 show_allocs: opts.show_allocs,
                 suspects: p.growth.suspects(),
+                sample_bytes: u64::from(opts.sample_bytes),
             });
         }
         if lost > 0 {

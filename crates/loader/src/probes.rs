@@ -169,7 +169,7 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
         max_frames: opts.max_frames as u32,
         verify: u32::from(opts.verify_unwind),
         trace: u32::from(opts.trace),
-        _pad: 0,
+        sample_bytes: opts.sample_bytes,
     };
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
@@ -253,7 +253,32 @@ pub fn load(opts: &Options, params: &LoadParams) -> Result<Object> {
     walkers
         .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
         .context("installing the stack walk")?;
+    if opts.sample_bytes > 0 {
+        let gaps = obj
+            .maps()
+            .find(|m| m.name() == map::SAMPLE_GAPS)
+            .ok_or_else(|| anyhow!("BPF map {} missing", map::SAMPLE_GAPS))?;
+        for (i, g) in sample_gaps(opts.sample_bytes).iter().enumerate() {
+            gaps.update(&(i as u32).to_ne_bytes(), &g.to_ne_bytes(), MapFlags::ANY)
+                .context("filling the sampling gaps")?;
+        }
+    }
     Ok(obj)
+}
+
+/// `--sample-bytes N`: the gaps between sampled bytes the kernel draws
+/// from, [`memleak_bpf::SAMPLE_GAPS`] quantiles of the exponential
+/// distribution of mean N (the midpoints of equal-probability bins),
+/// scaled so that their mean is N exactly.
+pub fn sample_gaps(n: u32) -> Vec<u64> {
+    let k = memleak_bpf::SAMPLE_GAPS;
+    let raw: Vec<f64> = (0..k)
+        .map(|i| -(1.0 - (i as f64 + 0.5) / k as f64).ln())
+        .collect();
+    let mean = raw.iter().sum::<f64>() / k as f64;
+    raw.iter()
+        .map(|q| ((q / mean) * f64::from(n)).round().max(1.0) as u64)
+        .collect()
 }
 
 impl Probes {
@@ -622,6 +647,22 @@ pub fn preflight() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::sample_gaps;
+
+    #[test]
+    fn sampling_gaps_are_exponential_quantiles_of_mean_n() {
+        let n = 65536u32;
+        let g = sample_gaps(n);
+        assert_eq!(g.len(), memleak_bpf::SAMPLE_GAPS);
+        let mean = g.iter().sum::<u64>() as f64 / g.len() as f64;
+        assert!((mean / f64::from(n) - 1.0).abs() < 1e-4, "mean {mean}");
+        assert!(g.windows(2).all(|w| w[0] <= w[1]));
+        // The median of an exponential is N ln 2.
+        let median = g[g.len() / 2] as f64 / f64::from(n);
+        assert!((median - std::f64::consts::LN_2).abs() < 0.01, "{median}");
+        assert!(sample_gaps(1).iter().all(|&x| x >= 1));
+    }
+
     use super::*;
 
     #[test]

@@ -74,6 +74,7 @@ impl Recorder {
                 max_frames: opts.max_frames as u32,
                 start_unix_ms: report::unix_ms(),
                 unwind: opts.unwind.name().to_string(),
+                sample_bytes: u64::from(opts.sample_bytes),
             },
             index: HashMap::new(),
         };

@@ -221,6 +221,7 @@ fn snapshot(
 ) -> Snapshot {
     let p = replay.process;
     let shown = Shown {
+        sample_bytes: rec.sample_bytes,
         older_ns: opts
             .older_ms
             .unwrap_or(rec.older_ms)
@@ -249,7 +250,15 @@ fn snapshot(
             } else {
                 "heap"
             };
-            ((p.stacks[t.stack as usize].id, category), t.bytes)
+            // Estimated with --sample-bytes (the totals are of the
+            // sampled blocks: weight them by their mean size).
+            let bytes = if rec.sample_bytes > 0 && t.blocks > 0 {
+                let size = t.bytes / t.blocks;
+                (t.bytes as f64 * report::weight(size, rec.sample_bytes)).round() as u64
+            } else {
+                t.bytes
+            };
+            ((p.stacks[t.stack as usize].id, category), bytes)
         }));
     }
     let id = |i: u32| p.stacks[i as usize].id;
@@ -334,6 +343,7 @@ fn snapshot(
         show_mmap: opts.mmap || rec.mmap,
         show_allocs: opts.show_allocs,
         suspects: growth.suspects(),
+        sample_bytes: rec.sample_bytes,
     }
 }
 

@@ -724,12 +724,16 @@ impl Tracker {
     }
 
     /// The outstanding bytes of each stack (of the last snapshot), heap
-    /// and mmap.
-    pub fn totals(&self) -> Vec<(growth::Key, u64)> {
+    /// and mmap; estimated with `--sample-bytes` (`sample_bytes` > 0).
+    pub fn totals(&self, sample_bytes: u64) -> Vec<(growth::Key, u64)> {
         let mut v = Vec::new();
         for (list, category) in [(&self.outstanding, "heap"), (&self.mmaps, "mmap")] {
             for (_, a) in list.iter() {
-                v.push(((self.stacks[a.stack as usize].id, category), a.size));
+                let bytes = a.size as f64 * report::weight(a.size, sample_bytes);
+                v.push((
+                    (self.stacks[a.stack as usize].id, category),
+                    bytes.round() as u64,
+                ));
             }
         }
         v

@@ -81,6 +81,10 @@ pub struct Record {
     /// fp); walks are finished on the host with the same.
     #[prost(string, tag = "13")]
     pub unwind: String,
+    /// `--sample-bytes` (0: every allocation was recorded): each block of
+    /// S bytes stands for 1 / (1 - exp(-S/N)) of them.
+    #[prost(uint64, tag = "14")]
+    pub sample_bytes: u64,
 }
 
 /// One traced process: its files, its stacks and its intervals.

@@ -47,6 +47,7 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u32 (*bpf_get_prandom_u32)(void) = (void *)7;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_tail_call)(void *ctx, void *prog_array_map, __u32 index) = (void *)12;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
@@ -155,6 +156,7 @@ const volatile struct config cfg = {
 	.max_frames = 64,
 	.verify = 0,
 	.trace = 0,
+	.sample_bytes = 0,
 };
 
 /* Per-thread state between an allocator's entry and its return. */
@@ -170,7 +172,25 @@ struct thread_state {
 	__u32 kind;
 	__u32 tracked;   /* 1: the block goes into the books (not filtered or sampled out) */
 	__u32 sample_ctr; /* allocations seen on this thread, for --sample-rate */
+	__u64 bytes_left; /* --sample-bytes: bytes to go before the next sampled one (0: none drawn) */
 };
+
+/* --sample-bytes: gaps between sampled bytes (see SAMPLE_GAPS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_GAPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_gaps SEC(".maps");
+
+/* The gap to the next sampled byte: one of the quantiles, at random. */
+static __always_inline __u64 next_gap(void)
+{
+	__u32 i = bpf_get_prandom_u32() & (SAMPLE_GAPS - 1);
+	__u64 *g = bpf_map_lookup_elem(&sample_gaps, &i);
+
+	return g && *g ? *g : cfg.sample_bytes;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* exited threads age out */
@@ -846,10 +866,24 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u32 kind, __u64 size,
 	}
 	fresh.stack_end = st ? st->stack_end : 0;
 	fresh.sample_ctr = st ? st->sample_ctr : 0;
+	fresh.bytes_left = st ? st->bytes_left : 0;
 	fresh.tracked = 1;
 	if (size < cfg.min_size || size > cfg.max_size) {
 		count(C_FILTERED);
 		fresh.tracked = 0;
+	} else if (cfg.sample_bytes) {
+		/* The allocation holds a sampled byte when the gap to it ends
+		 * within its size: probability 1 - exp(-size/N), gaps being
+		 * exponential (memoryless). Then a new gap. */
+		if (fresh.bytes_left == 0)
+			fresh.bytes_left = next_gap();
+		if (size >= fresh.bytes_left) {
+			fresh.bytes_left = next_gap();
+		} else {
+			fresh.bytes_left -= size;
+			count(C_SAMPLED_OUT);
+			fresh.tracked = 0;
+		}
 	} else if (cfg.sample_rate > 1) {
 		/* Every Nth allocation of each thread, starting with the first. */
 		if (fresh.sample_ctr % cfg.sample_rate != 0) {

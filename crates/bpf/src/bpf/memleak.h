@@ -135,8 +135,13 @@ struct config {
 	unsigned int max_frames;  /* --max-frames */
 	unsigned int verify;      /* 1: send every tracked allocation's copy with the kernel's stack */
 	unsigned int trace;       /* 1: -t, send every call */
-	unsigned int _pad;
+	unsigned int sample_bytes; /* 0: off; N: each byte sampled with probability 1/N (--sample-bytes) */
 };
+
+/* --sample-bytes: the gaps between sampled bytes are exponential with mean
+ * N (as tcmalloc samples): SAMPLE_GAPS quantiles of that distribution,
+ * filled in by the loader, one drawn at random after each sample. */
+#define SAMPLE_GAPS 1024
 
 struct event_hdr {
 	unsigned int type;

@@ -55,6 +55,14 @@ struct Report<'a> {
     /// Stacks whose bytes grew in most reports and never went back,
     /// strongest first.
     suspects: Vec<Suspect<'a>>,
+    /// `--sample-bytes` (null: off): bytes and allocations are estimates.
+    sample_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Sampled {
+    bytes: u64,
+    allocations: u64,
 }
 
 #[derive(Serialize)]
@@ -84,6 +92,10 @@ struct Stack<'a> {
     oldest_ms: u64,
     end: &'a str,
     growth: Option<Growth>,
+    /// With `--sample-bytes`: what was sampled (bytes and allocations are
+    /// the estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sampled: Option<Sampled>,
     frames: Vec<Frame<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allocs: Option<Vec<Alloc>>,
@@ -142,6 +154,9 @@ fn stack(st: &StackEntry, show_allocs: bool) -> Stack<'_> {
             shrank: t.shrank,
             suspect_rank: t.suspect_rank,
         }),
+        sampled: st
+            .sampled
+            .map(|(bytes, allocations)| Sampled { bytes, allocations }),
         frames: st.frames.iter().map(frame).collect(),
         allocs: show_allocs.then(|| {
             st.allocs
@@ -186,6 +201,7 @@ pub fn render(s: &Snapshot) -> String {
             .iter()
             .map(|&(stack_id, category)| Suspect { stack_id, category })
             .collect(),
+        sample_bytes: (s.sample_bytes > 0).then_some(s.sample_bytes),
     };
     let mut out = serde_json::to_string(&report).expect("a report serializes");
     out.push('\n');

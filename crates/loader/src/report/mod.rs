@@ -65,6 +65,9 @@ pub struct StackEntry {
     pub allocs: Vec<(u64, u64, u64)>,
     /// How its bytes changed over the reports.
     pub trend: Option<growth::Trend>,
+    /// With `--sample-bytes`: the bytes and blocks sampled, of which
+    /// `bytes` and `allocations` are the estimate.
+    pub sampled: Option<(u64, u64)>,
 }
 
 /// Blocks of one category (heap or mmap): totals, and the top stacks.
@@ -116,6 +119,8 @@ pub struct Snapshot {
     /// Stacks whose bytes grew in most reports and never went back,
     /// strongest first.
     pub suspects: Vec<growth::Key>,
+    /// `--sample-bytes` of the run (0: off): the figures are estimates.
+    pub sample_bytes: u64,
 }
 
 /// Renders one report: a snapshot per process (several with `-f`). Text
@@ -152,9 +157,26 @@ pub struct BlockRef {
     pub age_ns: u64,
 }
 
+/// The weight of a block of `size` bytes sampled with `--sample-bytes N`:
+/// 1 / its probability of being sampled, 1 - exp(-size/N) (1 unsampled).
+pub fn weight(size: u64, sample_bytes: u64) -> f64 {
+    if sample_bytes == 0 {
+        return 1.0;
+    }
+    let p = -(-(size as f64) / sample_bytes as f64).exp_m1();
+    if p > 0.0 {
+        1.0 / p
+    } else {
+        1.0
+    }
+}
+
 /// What a report shows of the blocks.
 #[derive(Clone, Copy)]
 pub struct Shown {
+    /// `--sample-bytes` of the run (0: every block is there): blocks are
+    /// weighted, the figures are estimates.
+    pub sample_bytes: u64,
     /// Only blocks at least this old (`--older`).
     pub older_ns: u64,
     /// Stacks shown (`--top`).
@@ -177,9 +199,17 @@ impl Group {
         mut describe: impl FnMut(u32) -> (String, Vec<ReportFrame>),
     ) -> Group {
         let mut by_stack: HashMap<u32, StackEntry> = HashMap::new();
+        // With sampling: estimated bytes and blocks, summed unrounded.
+        let mut estimates: HashMap<u32, (f64, f64)> = HashMap::new();
         for b in blocks {
             if b.age_ns < shown.older_ns {
                 continue;
+            }
+            if shown.sample_bytes > 0 {
+                let w = weight(b.size, shown.sample_bytes);
+                let e = estimates.entry(b.stack).or_default();
+                e.0 += w * b.size as f64;
+                e.1 += w;
             }
             let r = by_stack.entry(b.stack).or_insert_with(|| StackEntry {
                 id: id(b.stack),
@@ -191,12 +221,20 @@ impl Group {
                 frames: Vec::new(),
                 allocs: Vec::new(),
                 trend: trend(b.stack),
+                sampled: None,
             });
             r.bytes += b.size;
             r.allocations += 1;
             r.oldest_ns = r.oldest_ns.max(b.age_ns);
             if shown.allocs {
                 r.allocs.push((b.address, b.size, b.age_ns));
+            }
+        }
+        for (stack, (bytes, blocks)) in estimates {
+            if let Some(e) = by_stack.get_mut(&stack) {
+                e.sampled = Some((e.bytes, e.allocations));
+                e.bytes = bytes.round() as u64;
+                e.allocations = blocks.round() as u64;
             }
         }
         let mut v: Vec<(u32, StackEntry)> = by_stack.into_iter().collect();
@@ -409,6 +447,7 @@ mod tests {
             (0x40, 1, 3, 5),
         ];
         let shown = Shown {
+            sample_bytes: 0,
             older_ns: 10,
             top: 2,
             allocs: true,
@@ -454,6 +493,7 @@ mod tests {
             frames: vec![frame("alloc \"x\"")],
             allocs: Vec::new(),
             trend: None,
+            sampled: None,
         };
         let s = Snapshot {
             is_final: true,
@@ -482,6 +522,7 @@ mod tests {
             show_mmap: false,
             show_allocs: false,
             suspects: Vec::new(),
+            sample_bytes: 0,
         };
         let s = [s];
         let text = String::from_utf8(render(&s, Format::Text)).unwrap();
@@ -495,6 +536,9 @@ mod tests {
         assert!(json.starts_with(r#"{"final":true,"pid":42,"#));
         assert!(json.contains(r#""function":"alloc \"x\"""#));
         assert!(json.contains(r#""end":"no_unwind_info""#));
-        assert!(json.ends_with("]}\n"));
+        assert!(
+            json.ends_with("\"suspects\":[],\"sample_bytes\":null}\n"),
+            "{json}"
+        );
     }
 }

@@ -61,7 +61,8 @@ pub fn profile(snaps: &[Snapshot]) -> Profile {
             },
         ],
         time_nanos: (snaps.first().map_or(0, |s| s.unix_ms) as i64).saturating_mul(1_000_000),
-        period: 1,
+        // Sampled by bytes: the values are already scaled estimates.
+        period: snaps.first().map_or(1, |s| s.sample_bytes.max(1)) as i64,
         ..Default::default()
     };
     p.period_type = Some(ValueType {

@@ -47,12 +47,21 @@ pub fn render(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         out,
-        "[{}] {}Top {} stacks with outstanding allocations (total {} bytes in {} allocations):",
+        "[{}] {}Top {} stacks with outstanding allocations (total {}{} bytes in {} allocations{}):",
         s.time,
         if s.is_final { "Final report. " } else { "" },
         s.heap.stacks.len(),
+        if s.sample_bytes > 0 { "~" } else { "" },
         s.heap.bytes,
         s.heap.allocations,
+        if s.sample_bytes > 0 {
+            format!(
+                ", estimated from allocations sampled by bytes, 1 in {}",
+                s.sample_bytes
+            )
+        } else {
+            String::new()
+        }
     );
     for st in &s.heap.stacks {
         stack(&mut out, st, "allocations", s.show_allocs);
@@ -167,7 +176,8 @@ fn suspects(out: &mut String, s: &Snapshot) {
 fn stack(out: &mut String, s: &StackEntry, what: &str, show_allocs: bool) {
     let _ = writeln!(
         out,
-        "{} bytes in {} {what} from stack {:#x} (oldest {:.1} s){}",
+        "{}{} bytes in {} {what} from stack {:#x} (oldest {:.1} s){}",
+        if s.sampled.is_some() { "~" } else { "" },
         s.bytes,
         s.allocations,
         s.id,
