@@ -15,7 +15,12 @@ legacy --format json -- /leaky-dyn 6 0); musl-static and musl-dyn (memleak
 fixture, tests/fixtures/src/musl_leak.c; its reports on stdout, its EXPECT
 and EXPECT_SITE lines on stderr); musl-verify (the same with
 --verify-unwind on /musl-leak-dyn 300); musl-cfifp (the same with --unwind
-cfi-fp on /musl-leak-static); kernel (dmesg). A failed memleak
+cfi-fp on /musl-leak-static); record (memleak record --output /tmp/rec.mlr
+-- /fw/sstrip_main 4: tests/fixtures/src/sstrip_main.c and its libplugin.so
+stripped of their section headers; the recording follows in base64, as
+stream `recording`, which this script decodes into rec.mlr beside the log
+and reports with --host-memleak, once with the unstripped build's tree
+(--sysroot) and once with an empty one); kernel (dmesg). A failed memleak
 run is repeated with -v as <step>.verbose (not fallback, which has -v -v),
 shown here when a check fails. The -v -v logs of attach and fallback have
 the verifier's statistics of each BPF program ("[DEBUG verifier] walk_stack:
@@ -33,6 +38,7 @@ floor), the guest's kernel must be older.
 
 Usage: check.py --target NAME --source examples/leaky.c
                 --musl-source tests/fixtures/src/musl_leak.c [--kernel-config FILE]
+                [--fixtures tests/fixtures/src] [--sysroot DIR] [--host-memleak BIN]
                 [--expect-error TEXT] [--summary FILE] LOG
 Prints one line per check, details for failed ones, and exits 1 if any failed.
 --summary writes shell assignments for run's table: release (uname -r), btf,
@@ -47,9 +53,13 @@ host has it) tells a kernel whose JIT is for classic BPF only.
 """
 
 import argparse
+import base64
+import binascii
 import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 
 MARK = "==MLQ=="
@@ -58,7 +68,7 @@ CHAIN = ["malloc", "alloc_v3", "alloc_v2", "alloc_v1", "main"]
 MALLOC_NAMES = {"malloc", "__libc_malloc"}
 # The memleak runs, in the order of the guest's steps.
 STEPS = ["dyn", "static", "attach", "badpid", "verify", "fallback",
-         "musl-static", "musl-dyn", "musl-verify", "musl-cfifp"]
+         "musl-static", "musl-dyn", "musl-verify", "musl-cfifp", "record"]
 # Those of the expected-error mode (errcmd.verbose is for the log only).
 ERROR_STEPS = ["errcmd", "errpid"]
 # What must not appear when memleak refuses a kernel.
@@ -626,6 +636,248 @@ def musl_cfifp_run(c, sec, rcs):
     c.step_logs([])
 
 
+# ---- memleak record on the device, memleak report on the host ----
+# The sstripped firmware (tests/fixtures/src/sstrip_main.c and plugin.c, no
+# section headers) at these paths in the guest; the unstripped build at the
+# same paths under the sysroot tree.
+FW_MAIN = "/fw/sstrip_main"
+FW_LIB = "/fw/libplugin.so"
+REC_CHAIN = ["malloc", "plugin_alloc", "plugin_leak", "main"]
+# Frames 1..3 of REC_CHAIN: (function, source file, CALL marker of its line).
+REC_LINES = [("plugin_alloc", "plugin.c", "malloc@plugin_alloc"),
+             ("plugin_leak", "plugin.c", "plugin_alloc@plugin_leak"),
+             ("main", "sstrip_main.c", "plugin_leak@main")]
+REC_SUMMARY = re.compile(
+    r"recorded 1 process, (\d+) stacks?, (\d+) modules? in (\S+) \((\d+) bytes\)")
+REC_PATH = "/tmp/rec.mlr"
+
+
+def describe_rec_stack(stack):
+    """A stack with each frame's module and address in it, for the record
+    checks: function (or ?) (file:line) [module+module_address]."""
+    frames = []
+    for fr in stack.get("frames", []):
+        loc = ""
+        if fr.get("line") is not None:
+            loc = "(%s:%s)" % ((fr.get("file") or "?").rsplit("/", 1)[-1], fr["line"])
+        frames.append("%s%s[%s+%s]<%s>" % (
+            fr.get("function") or "?", loc, fr.get("module") or "?",
+            fr.get("module_address"), fr.get("method", "?")))
+    return "%s B in %s allocs: %s" % (
+        stack.get("bytes"), stack.get("allocations"),
+        " <- ".join(frames) if frames else "(no frames)")
+
+
+def decode_recording(lines):
+    """(bytes, None) from the guest's `bytes=N` line and base64 lines, or
+    (None, why not)."""
+    if not lines:
+        return None, "no recording on the console"
+    if lines[0].strip() == "missing":
+        return None, "the guest has no %s" % REC_PATH
+    m = re.match(r"bytes=\s*(\d+)$", lines[0].strip())
+    if not m:
+        return None, "the recording's first line is %r, not bytes=N" % lines[0]
+    text = "".join(line.strip() for line in lines[1:])
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        return None, "base64 that does not decode (%s)" % e
+    if len(data) != int(m.group(1)):
+        return None, "%d bytes decoded, the guest says %s" % (len(data), m.group(1))
+    return data, None
+
+
+def host_report(memleak, recording, sysroot):
+    """memleak report RECORDING --sysroot SYSROOT --format json -T 100 on
+    the host: (exit code or None, stdout lines, stderr lines, final report
+    or None)."""
+    argv = [memleak, "report", recording, "--sysroot", sysroot, "--format", "json", "-T", "100"]
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, [], ["%s: %s" % (" ".join(argv), e)], None
+    out = p.stdout.decode("utf-8", "replace").splitlines()
+    err = p.stderr.decode("utf-8", "replace").splitlines()
+    reps = reports(out)
+    final = reps[-1] if reps and reps[-1].get("final") is True else None
+    return p.returncode, out, err, final
+
+
+def dynsym_functions(path):
+    """The names of the functions PATH defines in its .dynsym (readelf), or
+    None when it cannot be read. A MIPS executable exports main there (its
+    ABI puts every symbol the GOT refers to in .dynsym); others do not."""
+    try:
+        p = subprocess.run(["readelf", "--dyn-syms", "-W", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    names = set()
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        f = line.split()
+        # Num: Value Size Type Bind Vis Ndx Name
+        if len(f) >= 8 and f[3] == "FUNC" and f[6] != "UND":
+            names.add(f[7].split("@")[0])
+    return names
+
+
+def plugin_stacks(final):
+    return [s for s in (final or {}).get("stacks", []) if has_function(s, "plugin_alloc")]
+
+
+def record_run(c, sec, rcs, a, work):
+    """`memleak record` of the sstripped firmware in the guest; its
+    recording, decoded from the console into WORK/rec.mlr, reported by the
+    host's memleak with the unstripped build's tree (--sysroot A.SYSROOT)
+    and with an empty one."""
+    step = "record"
+    err = sec.get((step, "stderr"), [])
+    rc = rcs.get(step)
+    c.step_logs(memleak_logs(sec, step))
+    c.check(rc == 0, "record: memleak record exit code 0", ["exit code %s" % rc])
+    summary = None
+    for line in err:
+        m = REC_SUMMARY.search(line)
+        if m:
+            summary = m
+    c.check(summary is not None and summary.group(3) == REC_PATH,
+            "record: summary line 'recorded 1 process, N stacks, M modules in %s (B bytes)'"
+            % REC_PATH, ["got: %s" % (summary.group(0) if summary else "no such line")])
+    c.step_logs([])
+    data, why = decode_recording(sec.get((step, "recording"), []))
+    if data is not None and summary is not None and len(data) != int(summary.group(4)):
+        why = "%d bytes on the console, the summary says %s" % (len(data), summary.group(4))
+    rec = os.path.join(work, "rec.mlr")
+    if data is not None:
+        with open(rec, "wb") as f:
+            f.write(data)
+    elif os.path.exists(rec):
+        os.remove(rec)
+    c.check(why is None, "record: the recording copied out whole (%s)" % rec,
+            [why or ""] + ["the console's recording section:"]
+            + tail(sec.get((step, "recording"), []), 5))
+    if why is not None:
+        c.note(step, "no recording: %s" % why)
+    src = a.fixtures
+    expect = None
+    for line in err:
+        m = re.search(r"EXPECT leaked_bytes=(\d+) leaked_allocations=(\d+)", line)
+        if m:
+            expect = (int(m.group(1)), int(m.group(2)))
+    lines = {}
+    for f in ("plugin.c", "sstrip_main.c"):
+        lines.update(call_lines(os.path.join(src, f), r"[\w@:]+"))
+
+    def run_report(label, sysroot):
+        """The report's checks shared by both runs; returns (final, stderr)."""
+        why = None
+        if not a.host_memleak:
+            why = "no host memleak (check.py --host-memleak BIN)"
+        elif not sysroot:
+            why = "no sysroot tree (check.py --sysroot DIR)"
+        elif data is None:
+            why = "no recording"
+        code, out, rerr, final = (None, [], [], None) if why else host_report(
+            a.host_memleak, rec, sysroot)
+        c.step_logs(["memleak report --sysroot %s stderr:" % sysroot] + tail(rerr, 15)
+                    + ["stdout (shortened):"] + tail([shorten(x, 160) for x in out], 5))
+        c.check(code == 0 and final is not None,
+                "record: report %s: exit code 0, a final JSON report" % label,
+                [why or "exit code %s, final report: %s" % (code, final is not None)])
+        if why is None and (code != 0 or final is None):
+            errs = [x for x in rerr if x.startswith("error:")]
+            c.note(step, "memleak report %s: %s" % (
+                label, shorten(errs[0], 80) if errs else "exit code %s" % code))
+        got = (final.get("outstanding_bytes"), final.get("outstanding_allocations")) \
+            if final else None
+        stacks = plugin_stacks(final)
+        through = totals(stacks)
+        shown = ["stacks:"] + ["  " + describe_rec_stack(s) for s in (final or {}).get("stacks", [])]
+        c.check(expect is not None and got == expect and through == expect,
+                "record: report %s: outstanding totals and the stack through plugin_alloc "
+                "= EXPECT" % label,
+                ["EXPECT (sstrip_main's stderr): %s" % (
+                    "bytes=%d allocations=%d" % expect if expect else "missing"),
+                 "report: outstanding_bytes,allocations=%s; through plugin_alloc: %s (%d stacks)"
+                 % (got, through, len(stacks))] + shown)
+        return final, rerr, stacks, shown
+
+    # With the unstripped build: the whole chain, with lines.
+    final, rerr, stacks, shown = run_report("--sysroot <tree>", a.sysroot)
+    stack = stacks[0] if len(stacks) == 1 else None
+    frames = stack.get("frames", []) if stack else []
+    main_at = frames[3].get("module_address") if len(frames) > 3 else None
+    names = [fr.get("function") for fr in frames[:len(REC_CHAIN)]]
+    chain_ok = len(names) == len(REC_CHAIN) and names[0] in MALLOC_NAMES \
+        and names[1:] == REC_CHAIN[1:]
+    c.check(chain_ok, "record: report --sysroot <tree>: stack %s" % " <- ".join(REC_CHAIN),
+            ["want one stack through plugin_alloc with frames " + " <- ".join(REC_CHAIN)
+             + ", got %d such stacks" % len(stacks)] + shown)
+    for i, (fn, file_, marker) in enumerate(REC_LINES, 1):
+        fr = frames[i] if chain_ok else {}
+        want = lines.get(marker)
+        c.check(chain_ok and fr.get("line") == want and want is not None
+                and (fr.get("file") or "").endswith("/" + file_),
+                "record: report --sysroot <tree>: %s at %s:%s (CALL:%s)" % (fn, file_, want, marker),
+                ["frame #%d: %s:%s" % (i, fr.get("file"), fr.get("line")) if chain_ok
+                 else "no stack with the chain"] + shown)
+    warns = [x for x in rerr if "WARN" in x]
+    c.check(final is not None and not warns,
+            "record: report --sysroot <tree>: every recorded file found there (no warning)",
+            ["warnings:"] + warns if warns else ["no report"])
+    c.step_logs([])
+    if final is not None:
+        c.info.append("record: %s; report --sysroot <tree>: %s; unwind_stopped=%s "
+                      "finished_on_host=%s" % (
+                          summary.group(0) if summary else "no summary",
+                          describe_rec_stack(stack) if stack else "no stack through plugin_alloc",
+                          final.get("losses", {}).get("unwind_stopped"),
+                          final.get("losses", {}).get("finished_on_host")))
+
+    # Without the files: the device's .dynsym names, the rest an address in
+    # its module, and one warning naming what is missing.
+    empty = os.path.join(work, "empty-sysroot")
+    os.makedirs(empty, exist_ok=True)
+    final, rerr, stacks, shown = run_report("--sysroot <empty>", empty)
+    stack = stacks[0] if len(stacks) == 1 else None
+    frames = stack.get("frames", []) if stack else []
+    named = len(frames) >= 3 and frames[0].get("function") in MALLOC_NAMES and [
+        fr.get("function") for fr in frames[1:3]] == ["plugin_alloc", "plugin_leak"] and all(
+            fr.get("module") == FW_LIB for fr in frames[1:3])
+    c.check(named, "record: report --sysroot <empty>: malloc <- plugin_alloc <- plugin_leak "
+            "(.dynsym of %s)" % FW_LIB,
+            ["want one stack through plugin_alloc, frames 1 and 2 named in %s; got %d stacks"
+             % (FW_LIB, len(stacks))] + shown)
+    # main: unnamed unless the device's program exports it (MIPS), at the
+    # address in /fw/sstrip_main that the sysroot's report puts in main.
+    main = frames[3] if len(frames) > 3 else {}
+    exported = dynsym_functions(os.path.join(a.sysroot, FW_MAIN.lstrip("/"))) \
+        if a.sysroot else None
+    want_name = None if exported is None else "main" if "main" in exported else None
+    c.check(stack is not None and exported is not None and "function" in main
+            and main.get("function") == want_name and main.get("module") == FW_MAIN
+            and main.get("module_address") is not None and main.get("module_address") == main_at,
+            "record: report --sysroot <empty>: frame #3 %s, at the address in %s the "
+            "sysroot's report puts in main" % (
+                "named main (exported in .dynsym)" if want_name else "unnamed (main not in "
+                ".dynsym)", FW_MAIN),
+            ["frame #3: %s" % (json.dumps(main) if main else "missing"),
+             "%s's .dynsym functions: %s" % (FW_MAIN, sorted(exported) if exported is not None
+                                             else "unknown (readelf failed)"),
+             "main's address in the --sysroot <tree> report: %s" % main_at] + shown)
+    warns = [x for x in rerr if "WARN" in x]
+    c.check(len(warns) == 1 and "not found under" in warns[0] and FW_MAIN in warns[0]
+            and FW_LIB in warns[0],
+            "record: report --sysroot <empty>: one warning naming the missing files",
+            ["want one WARN line with 'not found under', %s and %s; got %d:" % (
+                FW_MAIN, FW_LIB, len(warns))] + warns)
+    c.step_logs([])
+
+
 def badpid_run(c, sec, rcs):
     c.step_logs([])
     lines = sec.get(("badpid", "stdout"), []) + sec.get(("badpid", "stderr"), [])
@@ -867,6 +1119,13 @@ def main():
     ap.add_argument("--target", required=True)
     ap.add_argument("--source", required=True, help="examples/leaky.c")
     ap.add_argument("--musl-source", required=True, help="tests/fixtures/src/musl_leak.c")
+    ap.add_argument("--fixtures", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "src"),
+        help="tests/fixtures/src (plugin.c, sstrip_main.c: their CALL markers)")
+    ap.add_argument("--sysroot", help="the unstripped /fw pair, ld.so and libc.so.6 at "
+                    "their guest paths (runs/<target>/sysroot)")
+    ap.add_argument("--host-memleak", metavar="BIN",
+                    help="the host's memleak, which reports the guest's recording")
     ap.add_argument("--summary", help="write shell assignments for the table here")
     ap.add_argument("--kernel-config", help="the guest kernel's .config, if known")
     ap.add_argument("--expect-error", metavar="TEXT",
@@ -902,6 +1161,7 @@ def main():
     musl_leak_run(c, "musl-dyn", sec, rcs, musl_lines, "/musl-leak-dyn")
     musl_verify_run(c, sec, rcs)
     musl_cfifp_run(c, sec, rcs)
+    record_run(c, sec, rcs, a, os.path.dirname(os.path.abspath(a.log)))
     total = len(c.results)
     c.print()
 

@@ -70,6 +70,18 @@ esac
 echo "mode=$mode"
 echo "$M END info"
 
+# A binary file for the host: its size, then base64.
+show_file() { # STEP STREAM FILE
+    echo "$M BEGIN $1 $2"
+    if [ -f "$3" ]; then
+        echo "bytes=$(wc -c <"$3")"
+        base64 "$3"
+    else
+        echo "missing"
+    fi
+    echo "$M END $1 $2"
+}
+
 # run STEP ARGS...: memleak ARGS with stdout and stderr kept apart.
 run() {
     step=$1
@@ -183,5 +195,15 @@ again_verbose musl-verify "$@" --verify-unwind --format json --output - -T 1000 
 # CFI and frame pointers alone: the stacks through strdup stop there.
 run musl-cfifp "$@" --unwind cfi-fp --format json --output - -T 1000 -- /musl-leak-static
 again_verbose musl-cfifp "$@" --unwind cfi-fp --format json --output - -T 1000 -- /musl-leak-static
+
+# Firmware stripped as OpenWrt strips it (/fw/sstrip_main and its
+# /fw/libplugin.so, without section headers): the run recorded on the device
+# (`record` is memleak's first argument, the extra options after it), and
+# the recording printed in base64 (76-column lines) for the host, which
+# reports it (check.py: memleak report, with and without the unstripped
+# build).
+run record record "$@" --output /tmp/rec.mlr -- /fw/sstrip_main 4
+show_file record recording /tmp/rec.mlr
+[ "$rc" -eq 0 ] || run record.verbose record -v "$@" --output /tmp/rec-v.mlr -- /fw/sstrip_main 4
 
 finish

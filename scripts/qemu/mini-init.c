@@ -125,24 +125,22 @@ static int wait_for(pid_t pid)
 	return 128 + WTERMSIG(status);
 }
 
-/* run(step, verbose, args..., NULL): memleak, `verbose` times -v, OPTS, args;
- * returns its code. */
-static int run(const char *step, int verbose, ...)
+/* memleak [SUB] (`verbose` times -v) OPTS args...; returns its code. */
+static int vrun(const char *step, char *sub, int verbose, va_list ap)
 {
 	char *argv[MAX_ARGS + 8];
 	int n = 0, i, rc;
-	va_list ap;
 	char *a;
 
 	argv[n++] = "/memleak";
+	if (sub != NULL)
+		argv[n++] = sub;
 	for (i = 0; i < verbose && i < 4; i++)
 		argv[n++] = "-v";
 	for (i = 0; i < n_opts; i++)
 		argv[n++] = opts[i];
-	va_start(ap, verbose);
 	while ((a = va_arg(ap, char *)) != NULL && n < MAX_ARGS + 7)
 		argv[n++] = a;
-	va_end(ap);
 	argv[n] = NULL;
 
 	stamp(step);
@@ -157,6 +155,78 @@ static int run(const char *step, int verbose, ...)
 	printf(M " RC %s %d\n", step, rc);
 	fflush(stdout);
 	return rc;
+}
+
+/* run(step, verbose, args..., NULL): memleak, `verbose` times -v, OPTS, args;
+ * returns its code. */
+static int run(const char *step, int verbose, ...)
+{
+	va_list ap;
+	int rc;
+	va_start(ap, verbose);
+	rc = vrun(step, NULL, verbose, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* run_sub(step, sub, verbose, args..., NULL): memleak SUB (a subcommand,
+ * which must be memleak's first argument), then as run(). */
+static int run_sub(const char *step, char *sub, int verbose, ...)
+{
+	va_list ap;
+	int rc;
+	va_start(ap, verbose);
+	rc = vrun(step, sub, verbose, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* A binary file for the host, as init.sh's show_file: its size, then
+ * base64 in lines of 76 characters (as base64(1) writes them). */
+static void show_file(const char *step, const char *stream, const char *path)
+{
+	static const char abc[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char in[57]; /* 76 characters of base64 */
+	char out[80];
+	struct stat st;
+	size_t n, i, o;
+	int fd = open(path, O_RDONLY);
+
+	printf(M " BEGIN %s %s\n", step, stream);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		printf("missing\n");
+	} else {
+		printf("bytes=%lld\n", (long long)st.st_size);
+		for (;;) {
+			/* A whole line's worth of input, short reads joined. */
+			ssize_t r;
+			n = 0;
+			while (n < sizeof(in) && (r = read(fd, in + n, sizeof(in) - n)) > 0)
+				n += (size_t)r;
+			if (n == 0)
+				break;
+			for (i = 0, o = 0; i < n; i += 3) {
+				unsigned v = (unsigned)in[i] << 16;
+				if (i + 1 < n)
+					v |= (unsigned)in[i + 1] << 8;
+				if (i + 2 < n)
+					v |= in[i + 2];
+				out[o++] = abc[v >> 18 & 63];
+				out[o++] = abc[v >> 12 & 63];
+				out[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+				out[o++] = i + 2 < n ? abc[v & 63] : '=';
+			}
+			out[o] = '\0';
+			printf("%s\n", out);
+			if (n < sizeof(in))
+				break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	printf(M " END %s %s\n", step, stream);
+	fflush(stdout);
 }
 
 /* Is WORD one of the kernel command line's words? */
@@ -383,6 +453,19 @@ int main(void)
 	/* CFI and frame pointers alone: the stacks through strdup stop there. */
 	MUSL_RUN("musl-cfifp", "--unwind", "cfi-fp", "--", "/musl-leak-static");
 #undef MUSL_RUN
+
+	/* Firmware stripped as OpenWrt strips it (/fw/sstrip_main and its
+	 * /fw/libplugin.so, without section headers): the run recorded on the
+	 * device (`record` is memleak's first argument, the extra options
+	 * after it), and the recording printed in base64 for the host, which
+	 * reports it (check.py: memleak report, with and without the
+	 * unstripped build). */
+	rc = run_sub("record", "record", 0, "--output", "/tmp/rec.mlr", "--", "/fw/sstrip_main",
+		     "4", NULL);
+	show_file("record", "recording", "/tmp/rec.mlr");
+	if (rc != 0)
+		run_sub("record.verbose", "record", 1, "--output", "/tmp/rec-v.mlr", "--",
+			"/fw/sstrip_main", "4", NULL);
 
 	finish();
 	return 0;
