@@ -95,12 +95,22 @@ pub fn find_cfi_rule<A: Arch>(elf: &ElfFile, svma: u64, ctx: &mut UnwindContext)
                 .parse(&b, A::ADDRESS_SIZE)
                 .ok()
         }) {
-            Some(hdr) if hdr.table().is_some() => hdr
-                .table()
-                .expect("checked")
-                .unwind_info_for_address(&eh, &b, ctx, svma, EhFrame::cie_from_offset)
-                .ok()
-                .map(|row| translate::<A, _>(row, &eh)),
+            Some(hdr) if hdr.table().is_some() => {
+                // The table's entry for svma, checked to point into
+                // .eh_frame (gimli would step below it on a corrupt table).
+                let table = hdr.table().expect("checked");
+                let fde = match table.lookup(svma, &b) {
+                    Ok(gimli::Pointer::Direct(p)) => p.checked_sub(sec.svma),
+                    _ => None,
+                }
+                .and_then(|off| usize::try_from(off).ok())
+                .and_then(|off| {
+                    eh.fde_from_offset(&b, gimli::EhFrameOffset(off), EhFrame::cie_from_offset)
+                        .ok()
+                });
+                fde.and_then(|fde| fde.unwind_info_for_address(&eh, &b, ctx, svma).ok())
+                    .map(|row| translate::<A, _>(row, &eh))
+            }
             _ => {
                 let index = elf.cfi_index.eh_frame.get_or_init(|| build_index(&eh, &b));
                 find_in_index(index, svma).and_then(|off| {

@@ -26,6 +26,14 @@ struct Segment {
     executable: bool,
 }
 
+impl Segment {
+    /// True when `svma` is in the segment's file-backed part (without
+    /// overflow, whatever the header says).
+    fn contains(&self, svma: u64) -> bool {
+        svma >= self.vaddr && svma - self.vaddr < self.filesz
+    }
+}
+
 /// A section's bytes and its address as stated in the file (SVMA).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SectionData {
@@ -179,7 +187,10 @@ impl ElfFile {
             // Without section headers (sstrip'ed files) PT_GNU_EH_FRAME
             // still locates .eh_frame_hdr, and it locates .eh_frame.
             if let Some((svma, offset, size)) = eh_frame_phdr {
-                if let Some(d) = data.get(offset as usize..(offset + size) as usize) {
+                let range = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| Some(o..o.checked_add(usize::try_from(size).ok()?)?));
+                if let Some(d) = range.and_then(|r| data.get(r)) {
                     eh_frame_hdr = Some(SectionData { data: d, svma });
                 }
             }
@@ -433,10 +444,8 @@ impl ElfFile {
     /// Converts an address as stated in the file to its file offset (what a
     /// uprobe is attached at).
     pub fn svma_to_file_offset(&self, svma: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| svma >= s.vaddr && svma < s.vaddr + s.filesz)
-            .map(|s| svma - s.vaddr + s.offset)
+        let s = self.segments.iter().find(|s| s.contains(svma))?;
+        (svma - s.vaddr).checked_add(s.offset)
     }
 
     /// `len` bytes of the file's contents at address `svma` (code, for
@@ -451,15 +460,16 @@ impl ElfFile {
     pub fn is_code(&self, svma: u64) -> bool {
         self.segments
             .iter()
-            .any(|s| s.executable && svma >= s.vaddr && svma < s.vaddr + s.filesz)
+            .any(|s| s.executable && s.contains(svma))
     }
 
     /// Converts a file offset to the address stated in the file.
     pub fn file_offset_to_svma(&self, offset: u64) -> Option<u64> {
-        self.segments
+        let s = self
+            .segments
             .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.filesz.max(1))
-            .map(|s| offset - s.offset + s.vaddr)
+            .find(|s| offset >= s.offset && offset - s.offset < s.filesz.max(1))?;
+        (offset - s.offset).checked_add(s.vaddr)
     }
 
     /// The loadable segments: (address, file offset, bytes in the file).
@@ -496,7 +506,7 @@ impl ElfFile {
     pub fn find_sized_symbol(&self, svma: u64) -> Option<u64> {
         let i = self.symbols.partition_point(|s| s.svma <= svma);
         let s = self.symbols.get(i.checked_sub(1)?)?;
-        (s.size > 0 && svma < s.svma + s.size).then_some(s.svma)
+        (s.size > 0 && svma - s.svma < s.size).then_some(s.svma)
     }
 
     /// The function symbol containing `svma`: its name and start.
@@ -506,7 +516,7 @@ impl ElfFile {
         // Symbols without a size (hand-written assembly) get the benefit of
         // the doubt up to the next symbol.
         let end = if s.size > 0 {
-            s.svma + s.size
+            s.svma.saturating_add(s.size)
         } else {
             self.symbols.get(i).map_or(u64::MAX, |n| n.svma)
         };
@@ -535,7 +545,9 @@ impl ElfFile {
     /// `svma` should point into the call instruction for return addresses.
     pub fn symbolize(&self, svma: u64) -> Vec<SymbolizedFrame> {
         let mut out = Vec::new();
-        if let Some(ctx) = self.dwarf() {
+        // (No code at the very top of the address space; addr2line would
+        // step past it.)
+        if let Some(ctx) = self.dwarf().filter(|_| svma < u64::MAX - 1) {
             if let Ok(mut frames) = ctx.find_frames(svma).skip_all_loads() {
                 while let Ok(Some(frame)) = frames.next() {
                     let function = frame
@@ -698,6 +710,10 @@ fn find_debug_file(
     }
     let (name, crc) = file.gnu_debuglink().ok().flatten()?;
     let name = std::str::from_utf8(name).ok()?;
+    // A file name, not a path (a crafted link must not name any file).
+    if name.is_empty() || name.contains('/') || name == ".." || name == "." {
+        return None;
+    }
     let here = std::path::Path::new(path).parent()?;
     let mut candidates = vec![here.join(name), here.join(".debug").join(name)];
     for dir in &dirs {
@@ -757,6 +773,22 @@ fn load_dwarf(
 /// for the life of the process, like the mapped files.
 #[cfg(feature = "compressed-debug")]
 fn section_bytes(s: object::Section<'static, '_>) -> Option<&'static [u8]> {
+    // A compressed section that claims to inflate more than 1024 times
+    // (zlib's limit) is corrupt: not inflated (it would reserve that much).
+    if let Ok(c) = s.compressed_data() {
+        let limit = (c.data.len() as u64)
+            .saturating_mul(1032)
+            .saturating_add(1 << 16);
+        if c.uncompressed_size > limit {
+            debug!(
+                "{}: claims {} bytes from {} compressed: corrupt, not read",
+                s.name().unwrap_or("?"),
+                c.uncompressed_size,
+                c.data.len()
+            );
+            return None;
+        }
+    }
     match s.uncompressed_data() {
         Ok(std::borrow::Cow::Borrowed(b)) => Some(b),
         Ok(std::borrow::Cow::Owned(v)) => Some(Box::leak(v.into_boxed_slice())),
@@ -882,11 +914,9 @@ fn eh_frame_from_hdr(
         gimli::Pointer::Direct(a) => a,
         gimli::Pointer::Indirect(_) => return None,
     };
-    let seg = segments
-        .iter()
-        .find(|s| svma >= s.vaddr && svma < s.vaddr + s.filesz)?;
-    let start = (svma - seg.vaddr + seg.offset) as usize;
-    let end = (seg.offset + seg.filesz) as usize;
+    let seg = segments.iter().find(|s| s.contains(svma))?;
+    let start = usize::try_from((svma - seg.vaddr).checked_add(seg.offset)?).ok()?;
+    let end = usize::try_from(seg.offset.checked_add(seg.filesz)?).ok()?;
     Some(SectionData {
         data: data.get(start..end)?,
         svma,
