@@ -21,6 +21,9 @@ $sudo cargo test --locked --workspace
 echo "== the e2e tests once more with the fallbacks for older kernels forced (perf buffer, bpf_probe_read, a link per probe)" >&2
 $sudo env MEMLEAK_EVENTS=perfbuf MEMLEAK_READ_HELPER=legacy MEMLEAK_ATTACH=single cargo test --locked -p memleak-loader --test e2e
 
+echo "== fuzz targets: the recording reader, the ELF/CFI reader, the MIPS prologue analyzer (20 s each)" >&2
+"$root/scripts/fuzz.sh" 20
+
 echo "== static builds (all targets)" >&2
 # build-static.sh prints `<triple> <path> <size>` per target and checks each
 # binary: static, stripped, right machine and byte order, and the embedded
