@@ -20,6 +20,7 @@ mod probes;
 mod process;
 mod procfs;
 mod procs;
+mod progress;
 mod recording;
 mod replay;
 mod report;
@@ -345,7 +346,9 @@ fn run(opts: Options) -> Result<u8> {
     // INTERVAL is bounded by the options (136 years): no overflow here.
     let mut next_report = interval.and_then(|i| Instant::now().checked_add(i));
     let mut reports = 0u64;
+    let mut progress = progress::Progress::new(opts.verbose, opts.trace);
     let mut report = |procs: &mut Procs,
+                      progress: &mut Option<progress::Progress>,
                       source: &mut dyn EventSource,
                       probes: &probes::Probes,
                       unfollowed: u64,
@@ -354,6 +357,9 @@ fn run(opts: Options) -> Result<u8> {
      -> Result<Written> {
         settle(source, procs, &books)?;
         let counters = probes.counters();
+        if let Some(p) = progress.as_mut() {
+            p.clear();
+        }
         let mut snaps = Vec::new();
         let mut lost = 0;
         let many = opts.follow_forks;
@@ -430,6 +436,23 @@ fn run(opts: Options) -> Result<u8> {
             &books,
             Duration::from_millis(50),
         )?;
+        if let Some(p) = progress.as_mut() {
+            p.tick(|| {
+                let counters = probes.counters();
+                let lost = memleak_bpf::Counter::ALL
+                    .iter()
+                    .filter(|c| c.is_loss())
+                    .map(|c| counters[*c as usize])
+                    .sum::<u64>()
+                    + source.lost();
+                progress::Line {
+                    counters: counters.to_vec(),
+                    misses_resolved: procs.iter().map(|p| p.tracker.counts.misses_resolved).sum(),
+                    stacks: procs.iter().map(|p| p.tracker.stacks.len()).sum(),
+                    lost,
+                }
+            });
+        }
         let sig = STOP.load(Ordering::SeqCst);
         if sig != 0 {
             info!("interrupted by signal {sig}: final report");
@@ -553,6 +576,7 @@ fn run(opts: Options) -> Result<u8> {
                 }
                 let written = report(
                     &mut procs,
+                    &mut progress,
                     source.as_mut(),
                     &probes,
                     unfollowed,
@@ -578,6 +602,7 @@ fn run(opts: Options) -> Result<u8> {
     if !matches!(end, End::Done) {
         report(
             &mut procs,
+            &mut progress,
             source.as_mut(),
             &probes,
             unfollowed,
