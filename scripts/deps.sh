@@ -35,7 +35,7 @@ fi
 
 pkgs=(clang llvm libelf-dev zlib1g-dev autoconf automake autopoint libtool flex bison gawk
       gettext pkg-config make gcc g++ musl-tools valgrind file libc6-dbg dpkg-dev debuginfod
-      golang-go)
+      golang-go chromium)
 need_zig=0
 musl_targets=()   # "name gnu_triple" of the cross targets: musl is built for them
 rust_targets=()   # "toolchain triple" for targets with a prebuilt std

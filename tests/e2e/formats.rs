@@ -315,3 +315,116 @@ fn binary_formats_need_a_file() {
         );
     }
 }
+
+/// A frame box of an inferno flame graph: its title's name, its rect's
+/// x and width (percent of the frames area), y, height and fill colour.
+struct FrameBox {
+    name: String,
+    x: f64,
+    width: f64,
+    y: f64,
+    height: f64,
+    fill: [u8; 3],
+}
+
+fn frame_boxes(svg: &str) -> Vec<FrameBox> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[start..].split('"').next()?.to_string())
+    };
+    svg.split("<g><title>")
+        .skip(1)
+        .filter_map(|g| {
+            let (title, rest) = g.split_once("</title>")?;
+            let (name, _) = title.rsplit_once(" (")?;
+            let rect = rest.split_once("<rect")?.1.split_once("/>")?.0;
+            let pct = |v: String| v.trim_end_matches('%').parse::<f64>().ok();
+            let fill = attr(rect, "fill")?;
+            let rgb: Vec<u8> = fill
+                .trim_start_matches("rgb(")
+                .trim_end_matches(')')
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect();
+            Some(FrameBox {
+                name: name.to_string(),
+                x: pct(attr(rect, "x")?)?,
+                width: pct(attr(rect, "width")?)?,
+                y: attr(rect, "y")?.parse().ok()?,
+                height: attr(rect, "height")?.parse().ok()?,
+                fill: rgb.try_into().ok()?,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn flame_graph_of_the_demo_renders_in_headless_chromium() {
+    let bin = fixtures::leaky();
+    // Chromium goes by the file name's extension.
+    let svg = unique_scratch_path("demo").with_extension("svg");
+    let run = memleak(&["--format", "svg", "--output", path_str(&svg), "--", path_str(&bin)]);
+    assert!(run.status.success(), "{}", run.describe());
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    let boxes = frame_boxes(&doc);
+    // The frames area: x="10" width="1180" of a 1200-pixel-wide image.
+    assert!(doc.contains(r#"<svg id="frames" x="10" width="1180""#), "layout changed");
+    let png = svg.with_extension("png");
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,400",
+        ])
+        .arg(format!("--screenshot={}", path_str(&png)))
+        .arg(format!("file://{}", path_str(&svg)))
+        .env("HOME", scratch_dir())
+        .output()
+        .expect("running chromium (Debian's chromium; scripts/deps.sh installs it)");
+    assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert_eq!((info.width, info.height), (1200, 400));
+    let pixel = |x: u32, y: u32| -> [u8; 3] {
+        let i = (y as usize * info.width as usize + x as usize) * channels;
+        [buf[i], buf[i + 1], buf[i + 2]]
+    };
+    // Each frame of the chain is drawn: the screenshot has the box's own
+    // colour at its centre, and the boxes stack from main up to malloc.
+    let src = example_src("leaky.c");
+    let mut ys = Vec::new();
+    for (function, callee) in [
+        ("main", "alloc_v1"),
+        ("alloc_v1", "alloc_v2"),
+        ("alloc_v2", "alloc_v3"),
+        ("alloc_v3", "malloc"),
+    ] {
+        let name = format!(
+            "{function} (leaky.c:{})",
+            marker_line(&src, &format!("CALL:{callee}"))
+        );
+        let b = boxes
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no box `{name}` in the flame graph"));
+        let x = 10.0 + (b.x + b.width / 2.0) / 100.0 * 1180.0;
+        let y = b.y + b.height / 2.0;
+        let got = pixel(x as u32, y as u32);
+        assert!(
+            got.iter().zip(b.fill).all(|(g, w)| g.abs_diff(w) <= 12),
+            "{name}: the screenshot has {got:?} at ({x}, {y}), the box is {:?}",
+            b.fill
+        );
+        ys.push(b.y);
+    }
+    assert!(ys.windows(2).all(|w| w[1] < w[0]), "callees above callers: {ys:?}");
+    let malloc = boxes.iter().find(|b| b.name.starts_with("malloc")).unwrap();
+    assert!(malloc.y < ys[3], "malloc on top of alloc_v3");
+    let _ = std::fs::remove_file(svg);
+    let _ = std::fs::remove_file(png);
+}
