@@ -363,12 +363,22 @@ fn flame_graph_of_the_demo_renders_in_headless_chromium() {
     let bin = fixtures::leaky();
     // Chromium goes by the file name's extension.
     let svg = unique_scratch_path("demo").with_extension("svg");
-    let run = memleak(&["--format", "svg", "--output", path_str(&svg), "--", path_str(&bin)]);
+    let run = memleak(&[
+        "--format",
+        "svg",
+        "--output",
+        path_str(&svg),
+        "--",
+        path_str(&bin),
+    ]);
     assert!(run.status.success(), "{}", run.describe());
     let doc = std::fs::read_to_string(&svg).unwrap();
     let boxes = frame_boxes(&doc);
     // The frames area: x="10" width="1180" of a 1200-pixel-wide image.
-    assert!(doc.contains(r#"<svg id="frames" x="10" width="1180""#), "layout changed");
+    assert!(
+        doc.contains(r#"<svg id="frames" x="10" width="1180""#),
+        "layout changed"
+    );
     let png = svg.with_extension("png");
     let out = std::process::Command::new("chromium")
         .args([
@@ -383,7 +393,11 @@ fn flame_graph_of_the_demo_renders_in_headless_chromium() {
         .env("HOME", scratch_dir())
         .output()
         .expect("running chromium (Debian's chromium; scripts/deps.sh installs it)");
-    assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        png.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
@@ -422,7 +436,10 @@ fn flame_graph_of_the_demo_renders_in_headless_chromium() {
         );
         ys.push(b.y);
     }
-    assert!(ys.windows(2).all(|w| w[1] < w[0]), "callees above callers: {ys:?}");
+    assert!(
+        ys.windows(2).all(|w| w[1] < w[0]),
+        "callees above callers: {ys:?}"
+    );
     let malloc = boxes.iter().find(|b| b.name.starts_with("malloc")).unwrap();
     assert!(malloc.y < ys[3], "malloc on top of alloc_v3");
     let _ = std::fs::remove_file(svg);
