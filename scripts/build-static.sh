@@ -225,6 +225,12 @@ build_one() { # target file; runs in a subshell (exports stay per target)
         return 1
     fi
     check_elf "$bin" "$t_endian" "$t_elf_machine" binary
+    local size
+    size=$(stat -c %s "$bin")
+    if [ -n "${t_max_bytes-}" ] && [ "$size" -gt "$t_max_bytes" ]; then
+        echo "build-static.sh: $bin is $size bytes, over the target's max_bytes ($t_max_bytes)" >&2
+        return 1
+    fi
     # The BPF object memleak-bpf built for this target (EM_BPF = 247) has the
     # target's byte order, and it is the one embedded in the binary.
     local obj
