@@ -27,6 +27,20 @@ fn pprof(args: &[&str], file: &Path) -> String {
     text
 }
 
+/// `memleak --format FORMAT --output FILE -- PROGRAM`, which must succeed.
+fn written(format: &str, file: &Path, program: &Path) -> Run {
+    let run = memleak(&[
+        "--format",
+        format,
+        "--output",
+        path_str(file),
+        "--",
+        path_str(program),
+    ]);
+    assert!(run.status.success(), "{}", run.describe());
+    run
+}
+
 /// The accounting fixture's sites that leak bytes.
 fn sites(expect: &Expect) -> Vec<&ExpectSite> {
     expect.sites.iter().filter(|s| s.bytes > 0).collect()
@@ -36,15 +50,7 @@ fn sites(expect: &Expect) -> Vec<&ExpectSite> {
 fn pprof_profile_as_go_tool_pprof_reads_it() {
     let bin = fixtures::accounting();
     let file = unique_scratch_path("profile.pb.gz");
-    let run = memleak(&[
-        "--format",
-        "pprof",
-        "--output",
-        path_str(&file),
-        "--",
-        path_str(&bin),
-    ]);
-    assert!(run.status.success(), "{}", run.describe());
+    let run = written("pprof", &file, &bin);
     let expect = run.expect();
 
     // -top: every leaking function with exactly its bytes (cumulative:
@@ -160,15 +166,7 @@ fn folded_by_site(text: &str, expect: &Expect) -> BTreeMap<String, u64> {
 fn folded_stacks_and_flame_graph_widths_are_the_bytes() {
     let bin = fixtures::accounting();
     let folded = unique_scratch_path("stacks.folded");
-    let run = memleak(&[
-        "--format",
-        "folded",
-        "--output",
-        path_str(&folded),
-        "--",
-        path_str(&bin),
-    ]);
-    assert!(run.status.success(), "{}", run.describe());
+    let run = written("folded", &folded, &bin);
     let expect = run.expect();
     let text = std::fs::read_to_string(&folded).unwrap();
     let total: u64 = text
@@ -199,15 +197,7 @@ fn folded_stacks_and_flame_graph_widths_are_the_bytes() {
     }
 
     let svg = unique_scratch_path("flame.svg");
-    let run = memleak(&[
-        "--format",
-        "svg",
-        "--output",
-        path_str(&svg),
-        "--",
-        path_str(&bin),
-    ]);
-    assert!(run.status.success(), "{}", run.describe());
+    written("svg", &svg, &bin);
     let doc = std::fs::read_to_string(&svg).unwrap();
     assert!(
         doc.starts_with("<?xml") && doc.contains("<svg"),
@@ -363,15 +353,7 @@ fn flame_graph_of_the_demo_renders_in_headless_chromium() {
     let bin = fixtures::leaky();
     // Chromium goes by the file name's extension.
     let svg = unique_scratch_path("demo").with_extension("svg");
-    let run = memleak(&[
-        "--format",
-        "svg",
-        "--output",
-        path_str(&svg),
-        "--",
-        path_str(&bin),
-    ]);
-    assert!(run.status.success(), "{}", run.describe());
+    written("svg", &svg, &bin);
     let doc = std::fs::read_to_string(&svg).unwrap();
     let boxes = frame_boxes(&doc);
     // The frames area: x="10" width="1180" of a 1200-pixel-wide image.

@@ -3,12 +3,10 @@
 //! grew in most reports and never went back are ranked as suspects — a
 //! leak is, a cache filled once is not.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::common::*;
-use crate::real_use::{target, wait_until_catching};
+use crate::real_use::{memleak_then_go, target};
 
 #[test]
 fn a_growing_leak_is_the_first_suspect_a_cache_is_not() {
@@ -16,13 +14,7 @@ fn a_growing_leak_is_the_first_suspect_a_cache_is_not() {
     let go = unique_scratch_path("go-growth");
     let t = target(path_str(&bin), &[path_str(&go)]);
     let pid = t.0.id().to_string();
-    let mut cmd = Command::new(memleak_bin());
-    cmd.args(["--format", "json", "-T", "1000", "-p", &pid, "1"]);
-    let run = memleak_command(cmd, |memleak| {
-        wait_until_catching(memleak);
-        std::fs::write(&go, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&go);
+    let run = memleak_then_go(&["--format", "json", "-T", "1000", "-p", &pid, "1"], &go);
     assert!(run.status.success(), "{}", run.describe());
     let report = run.final_report();
     // The program's own count (its stderr is not ours: 50 x 1 KiB cache,
@@ -91,13 +83,7 @@ fn text_shows_the_trend_and_the_suspects() {
     let go = unique_scratch_path("go-growth-text");
     let t = target(path_str(&bin), &[path_str(&go)]);
     let pid = t.0.id().to_string();
-    let mut cmd = Command::new(memleak_bin());
-    cmd.args(["-p", &pid, "1"]);
-    let run = memleak_command(cmd, |memleak| {
-        wait_until_catching(memleak);
-        std::fs::write(&go, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&go);
+    let run = memleak_then_go(&["-p", &pid, "1"], &go);
     assert!(run.status.success(), "{}", run.describe());
     let final_report = run
         .stdout

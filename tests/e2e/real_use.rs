@@ -648,6 +648,17 @@ fn single_uprobes_need_sys_admin() {
 // -p: exec, job control, detach
 // ---------------------------------------------------------------------------
 
+/// `memleak ARGS` on a target that waits for `go` to exist: once memleak
+/// is ready (it catches signals after attaching), `go` is made.
+pub(crate) fn memleak_then_go(args: &[&str], go: &Path) -> Run {
+    let run = memleak_command(memleak_cmd(args), |memleak| {
+        wait_until_catching(memleak);
+        std::fs::write(go, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(go);
+    run
+}
+
 /// A shell that waits for `go` to exist, then runs `then` (e.g. `exec
 /// PROGRAM`): a target memleak attaches to before it does anything.
 pub(crate) fn waiting_shell(go: &Path, then: &str) -> Target {
@@ -667,12 +678,7 @@ fn pid_target_that_execs_is_followed() {
     let go = unique_scratch_path("go-exec");
     let t = waiting_shell(&go, &format!("exec '{leaky}' {ITERATIONS}"));
     let pid = t.0.id().to_string();
-    let cmd = memleak_cmd(&["--format", "json", "-T", "1000", "-v", "-p", &pid]);
-    let run = memleak_command(cmd, |memleak| {
-        wait_until_catching(memleak);
-        std::fs::write(&go, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&go);
+    let run = memleak_then_go(&["--format", "json", "-T", "1000", "-v", "-p", &pid], &go);
     assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
     let report = run.final_report();
     assert_no_lost_events(&report);
@@ -779,12 +785,7 @@ fn pid_target_whose_libc_was_deleted() {
     }
     std::fs::remove_file(&copy).unwrap();
     assert!(maps().contains("libc.so.6 (deleted)"), "{}", maps());
-    let cmd = memleak_cmd(&["--format", "json", "-p", &pid.to_string()]);
-    let run = memleak_command(cmd, |memleak| {
-        wait_until_catching(memleak);
-        std::fs::write(&go, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&go);
+    let run = memleak_then_go(&["--format", "json", "-p", &pid.to_string()], &go);
     assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
     let report = run.final_report();
     assert_no_lost_events(&report);

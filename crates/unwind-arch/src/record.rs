@@ -318,13 +318,17 @@ pub enum ReadError {
 /// The file's bytes for `record`.
 pub fn encode(record: &Record) -> Vec<u8> {
     use prost::Message as _;
-    let body = record.encode_to_vec();
+    wrap(&record.encode_to_vec())
+}
+
+/// `body` (an encoded [`Record`], or any bytes) behind a valid header.
+pub fn wrap(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&crate::elf::crc32(&body).to_le_bytes());
+    out.extend_from_slice(&crate::elf::crc32(body).to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 
