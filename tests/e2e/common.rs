@@ -81,6 +81,36 @@ pub fn require_root() {
     );
 }
 
+/// Removes the files and directories it names when the test ends, unless
+/// it failed (they are kept to look at).
+pub struct Cleanup(Vec<PathBuf>);
+
+impl Cleanup {
+    pub fn of(paths: &[&Path]) -> Cleanup {
+        Cleanup(paths.iter().map(|p| p.to_path_buf()).collect())
+    }
+
+    /// One more path to remove.
+    pub fn add(&mut self, p: &Path) {
+        self.0.push(p.to_path_buf());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            return;
+        }
+        for p in &self.0 {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
 /// Returns a fresh, unique path in the scratch dir (file not created).
 pub fn unique_scratch_path(stem: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

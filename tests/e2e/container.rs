@@ -33,6 +33,7 @@ impl Drop for Container {
 fn start(stderr: &Path) -> (Container, u32) {
     let mnt = unique_scratch_path("container-root");
     std::fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup::of(&[&mnt]);
     let script = format!(
         "set -e\n\
          mount -t tmpfs none '{m}'\n\

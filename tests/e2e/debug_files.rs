@@ -133,8 +133,10 @@ fn debug_file_by_build_id_in_a_debug_dir() {
 #[test]
 fn debug_file_of_another_build_is_refused() {
     let dir = unique_scratch_path("mismatch");
+    let mut _cleanup = Cleanup::of(&[&dir]);
     let (bin, _) = stripped_with_debug_file(&dir, true, "-O2");
     let other_dir = unique_scratch_path("mismatch-other");
+    _cleanup.add(&other_dir);
     // Another build: other code, so other debug info.
     let (_, other_debug) = stripped_with_debug_file(&other_dir, true, "-O1");
     let debug_dir = dir.join("debug");

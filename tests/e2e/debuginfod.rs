@@ -64,6 +64,8 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     port: u16,
+    /// Its database, removed after it is killed.
+    _cleanup: Cleanup,
 }
 
 impl Drop for Server {
@@ -76,6 +78,12 @@ impl Drop for Server {
 fn debuginfod_serving(dir: &Path, id: &str) -> Server {
     let port = free_port();
     let db = unique_scratch_path("debuginfod.sqlite");
+    let mut cleanup = Cleanup::of(&[&db]);
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.file_name().unwrap().to_os_string();
+        name.push(suffix);
+        cleanup.add(&db.with_file_name(name));
+    }
     let child = Command::new("debuginfod")
         .arg("-F")
         .arg(format!("--port={port}"))
@@ -85,7 +93,11 @@ fn debuginfod_serving(dir: &Path, id: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting debuginfod (Debian's debuginfod package; scripts/deps.sh installs it)");
-    let server = Server { child, port };
+    let server = Server {
+        child,
+        port,
+        _cleanup: cleanup,
+    };
     // Ready once it has scanned the directory and serves the file.
     let path = format!("/buildid/{id}/debuginfo");
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -119,6 +131,7 @@ fn assert_chain_has_lines(r: &Report, src: &Path) {
 #[test]
 fn debug_info_from_a_local_debuginfod_server() {
     let (built, device) = split_build("leaky_for_debuginfod", &[]);
+    let _cleanup = Cleanup::of(&[device.parent().unwrap()]);
     let id = build_id(&device);
     let served = unique_scratch_path("debuginfod-root");
     std::fs::create_dir_all(&served).unwrap();
@@ -176,8 +189,11 @@ fn debug_info_from_a_local_debuginfod_server() {
 #[test]
 fn another_builds_file_from_a_server_is_refused() {
     let (_, device) = split_build("leaky_for_debuginfod_2", &[]);
+    let mut _cleanup = Cleanup::of(&[device.parent().unwrap()]);
     // Another build: another build ID.
-    let (other, _) = split_build("leaky_for_debuginfod_other", &["-DOTHER_BUILD=1", "-O1"]);
+    let (other, other_device) =
+        split_build("leaky_for_debuginfod_other", &["-DOTHER_BUILD=1", "-O1"]);
+    _cleanup.add(other_device.parent().unwrap());
     assert_ne!(build_id(&other), build_id(&device));
     let (rec, file) = record(&[], &device, &["4"]);
     let wrong = std::fs::read(&other).unwrap();

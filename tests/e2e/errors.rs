@@ -89,6 +89,7 @@ fn random_bytes(len: usize) -> Vec<u8> {
 fn error_obj_random_bytes() {
     let leaky = fixtures::leaky();
     let path = unique_scratch_path("corrupt-random").with_extension("so");
+    let _cleanup = Cleanup::of(&[&path]);
     std::fs::write(&path, random_bytes(64 * 1024)).unwrap();
     let obj = path.to_str().unwrap();
     let run = memleak(&[
@@ -113,6 +114,7 @@ fn error_obj_random_bytes() {
 fn error_obj_text_file() {
     let leaky = fixtures::leaky();
     let path = unique_scratch_path("not-an-elf").with_extension("so");
+    let _cleanup = Cleanup::of(&[&path]);
     std::fs::write(
         &path,
         "this is a text file, not an ELF shared object\n".repeat(20),
@@ -143,6 +145,7 @@ fn error_obj_truncated_elf() {
     let leaky = fixtures::leaky();
     let bytes = std::fs::read(&leaky).unwrap();
     let path = unique_scratch_path("truncated").with_extension("so");
+    let _cleanup = Cleanup::of(&[&path]);
     std::fs::write(&path, &bytes[..100]).unwrap();
     let obj = path.to_str().unwrap();
     let run = memleak(&[

@@ -336,6 +336,7 @@ fn assert_no_temporary_files(file: &Path) {
 fn output_file_text() {
     let leaky = leaky();
     let file = unique_scratch_path("report").with_extension("txt");
+    let _cleanup = Cleanup::of(&[&file]);
     let out = file.to_str().unwrap();
     let run = memleak(&["--output", out, "--", &leaky, ITERATIONS]);
     assert_eq!(exit_code(&run), 0, "\n{}", run.describe());
@@ -378,6 +379,7 @@ fn json_reports(text: &str) -> Vec<Report> {
 fn output_file_json() {
     let leaky = leaky();
     let file = unique_scratch_path("report").with_extension("json");
+    let _cleanup = Cleanup::of(&[&file]);
     let out = file.to_str().unwrap();
     let run = memleak(&[
         "--format", "json", "-T", "1000", "--output", out, "--", &leaky, ITERATIONS,
@@ -411,6 +413,7 @@ fn output_file_json() {
 fn output_file_periodic_reports_in_order() {
     let leaky = leaky();
     let file = unique_scratch_path("periodic").with_extension("json");
+    let _cleanup = Cleanup::of(&[&file]);
     let out = file.to_str().unwrap();
     let run = memleak(&[
         "--format", "json", "--output", out, "1", "2", "--", &leaky, "200", "100",
