@@ -4,7 +4,7 @@
 # Usage: scripts/demo.sh [memleak options...]   (e.g. --format json)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/deps.sh" host   # only what the host needs: no cross toolchains
+"$root/scripts/deps.sh" demo   # only what the demo needs: no test tools, no cross toolchains
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/memleak/target}
 cd "$root"
 cargo build --release --locked -p memleak-loader >&2

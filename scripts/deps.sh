@@ -7,7 +7,8 @@
 # fixtures), cargo-zigbuild with zig (PyPI, into the user's Python) and the
 # nightly toolchain with rust-src (tier-3 targets, -Zbuild-std).
 #
-# Usage: scripts/deps.sh [host|all|TARGET...]
+# Usage: scripts/deps.sh [demo|host|all|TARGET...]
+#   demo    what building memleak and running the demo need (scripts/demo.sh)
 #   host    what the host build and tests need (x86_64, musl)
 #   all     host + every target in targets/ (the default)
 #   TARGET  host + that target (name as in targets/, or its Rust triple)
@@ -24,8 +25,13 @@ CARGO_ZIGBUILD_VERSION=0.24.0
 
 [ $# -gt 0 ] || set -- all
 specs=()
+demo=0
 for a in "$@"; do
-    [ "$a" = host ] || specs+=("$a")
+    case $a in
+    host) ;;
+    demo) demo=1 ;;
+    *) specs+=("$a") ;;
+    esac
 done
 files=()
 if [ ${#specs[@]} -gt 0 ]; then
@@ -34,8 +40,11 @@ if [ ${#specs[@]} -gt 0 ]; then
 fi
 
 pkgs=(clang llvm libelf-dev zlib1g-dev autoconf automake autopoint libtool flex bison gawk
-      gettext pkg-config make gcc g++ musl-tools valgrind file libc6-dbg dpkg-dev debuginfod
-      golang-go chromium)
+      gettext pkg-config make gcc g++ musl-tools file libc6-dbg dpkg-dev)
+# The tests alone: valgrind (ground truth), debuginfod (a local server),
+# golang-go (go tool pprof reads the profiles), chromium (the flame graph's
+# screenshot).
+[ $demo -eq 1 ] || pkgs+=(valgrind debuginfod golang-go chromium)
 need_zig=0
 musl_targets=()   # "name gnu_triple" of the cross targets: musl is built for them
 rust_targets=()   # "toolchain triple" for targets with a prebuilt std
