@@ -90,38 +90,17 @@ pub fn find_cfi_rule<A: Arch>(elf: &ElfFile, svma: u64, ctx: &mut UnwindContext)
         eh.set_address_size(A::ADDRESS_SIZE);
         eh.set_vendor(A::vendor());
         let b = bases(elf, sec);
-        let row = match elf.eh_frame_hdr.and_then(|h| {
-            gimli::EhFrameHdr::new(h.data, elf.endian())
-                .parse(&b, A::ADDRESS_SIZE)
-                .ok()
-        }) {
-            Some(hdr) if hdr.table().is_some() => {
-                // The table's entry for svma, checked to point into
-                // .eh_frame (gimli would step below it on a corrupt table).
-                let table = hdr.table().expect("checked");
-                let fde = match table.lookup(svma, &b) {
-                    Ok(gimli::Pointer::Direct(p)) => p.checked_sub(sec.svma),
-                    _ => None,
-                }
-                .and_then(|off| usize::try_from(off).ok())
-                .and_then(|off| {
-                    eh.fde_from_offset(&b, gimli::EhFrameOffset(off), EhFrame::cie_from_offset)
-                        .ok()
-                });
-                fde.and_then(|fde| fde.unwind_info_for_address(&eh, &b, ctx, svma).ok())
-                    .map(|row| translate::<A, _>(row, &eh))
-            }
-            _ => {
-                let index = elf.cfi_index.eh_frame.get_or_init(|| build_index(&eh, &b));
-                find_in_index(index, svma).and_then(|off| {
-                    let fde = eh
-                        .fde_from_offset(&b, gimli::EhFrameOffset(off), EhFrame::cie_from_offset)
-                        .ok()?;
-                    let row = fde.unwind_info_for_address(&eh, &b, ctx, svma).ok()?;
-                    Some(translate::<A, _>(row, &eh))
-                })
-            }
-        };
+        // Our own index of the FDEs (built once per file), not
+        // .eh_frame_hdr's table: gimli's search of a corrupt table (a
+        // huge count) overflows; the index costs one pass over .eh_frame.
+        let index = elf.cfi_index.eh_frame.get_or_init(|| build_index(&eh, &b));
+        let row = find_in_index(index, svma).and_then(|off| {
+            let fde = eh
+                .fde_from_offset(&b, gimli::EhFrameOffset(off), EhFrame::cie_from_offset)
+                .ok()?;
+            let row = fde.unwind_info_for_address(&eh, &b, ctx, svma).ok()?;
+            Some(translate::<A, _>(row, &eh))
+        });
         match row {
             Some(Some(rule)) => return CfiLookup::Rule(rule, CfiSource::EhFrame),
             Some(None) => return CfiLookup::Unsupported,
