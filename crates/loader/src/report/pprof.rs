@@ -6,6 +6,7 @@
 //! whose lines are its function and the functions inlined into it,
 //! innermost first, with file and line.
 
+use crate::sources::hex;
 use std::collections::HashMap;
 use std::io::Write as _;
 
@@ -40,10 +41,6 @@ impl Strings {
 
 /// A location by mapping, address and lines (function id, line).
 type LocationKey = (u64, u64, Vec<(u64, i64)>);
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// The profile of a report (several processes: a `pid` label on each
 /// sample, their mappings together).

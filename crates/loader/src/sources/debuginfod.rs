@@ -6,6 +6,7 @@
 //! what they fetched. A file whose build ID is not the one asked for is
 //! refused with a warning, never used.
 
+use super::hex;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,10 +38,6 @@ pub struct Debuginfod {
     agent: ureq::Agent,
     /// Servers that did not answer: not asked again in this run.
     down: RefCell<HashSet<String>>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The cache directory (see the module's documentation).

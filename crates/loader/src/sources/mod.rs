@@ -6,3 +6,9 @@
 
 pub mod debuginfod;
 pub mod sysroot;
+
+/// A build ID (or any bytes) in lower-case hex, as debuginfod and readelf
+/// write it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -4,6 +4,7 @@
 //! servers, the executable they have for that build ID. A file without
 //! debug info gets its debug file from the servers too.
 
+use super::hex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -24,10 +25,6 @@ pub struct Files {
     found: HashMap<(String, Vec<u8>), Option<Rc<ElfFile>>>,
     /// Modules without a file here.
     pub missing: Vec<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Files {
